@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+NPROC  := $(shell nproc 2>/dev/null || echo 2)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Development install: the package, the test and lint tools.
+$(VENV)/.dev: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+# Everything: the model backends too (llama-cpp-python compiles from source the first
+# time, ~5 minutes on 2 cores; pip caches the wheel). torch is named first so that the
+# local CPU wheel of 2.13.0 is what satisfies every later requirement.
+$(VENV)/.all: $(BIN)/python setup.cfg pyproject.toml
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,dev]'
+	touch $@ $(VENV)/.dev
+
+serve: $(VENV)/.all
+	$(BIN)/llama-gpu serve
+
+test: $(VENV)/.dev lint
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check llama_gpu tests examples
+	$(BIN)/ruff format --check llama_gpu tests examples
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix llama_gpu tests examples
+	$(BIN)/ruff format llama_gpu tests examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""LLaMA GPU: a self-hosted inference platform built as a microkernel.
+
+This module is the stable surface for plugin authors::
+
+    from llama_gpu import hookimpl, PluginInfo
+
+    class MyFilter:
+        PLUGIN_INFO = PluginInfo(name="My filter", category="postprocessing")
+
+        @hookimpl
+        def process_response(self, request, response):
+            response.text = response.text.strip()
+"""
+
+from . import errors
+from .kernel.backend import Backend, GeneratedToken, LoadedModel, ModelSpec
+from .kernel.config import Settings
+from .kernel.hookspecs import hookimpl, hookspec
+from .kernel.kernel import Kernel, KernelState
+from .kernel.types import (
+    Chunk,
+    Credentials,
+    Event,
+    Identity,
+    InferenceRequest,
+    InferenceResponse,
+    PluginInfo,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "Chunk",
+    "Credentials",
+    "Event",
+    "GeneratedToken",
+    "Identity",
+    "InferenceRequest",
+    "InferenceResponse",
+    "Kernel",
+    "KernelState",
+    "LoadedModel",
+    "ModelSpec",
+    "PluginInfo",
+    "Settings",
+    "__version__",
+    "errors",
+    "hookimpl",
+    "hookspec",
+]

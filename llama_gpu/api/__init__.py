@@ -1,0 +1,61 @@
+"""The Flask app factory: blueprints are thin (parse → kernel → serialise)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g
+
+from ..kernel.config import Settings
+from ..kernel.kernel import Kernel, KernelState
+from .context import EXTENSION, assign_request_id, get_kernel
+from .errors import register_error_handlers
+
+API_VERSION = "1.0"
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kernel | None = None) -> Flask:
+    """Build the app around a started kernel (created from ``config`` when not given).
+
+    ``config`` is :class:`Settings` or a mapping of setting names to values applied
+    over the ``LLAMA_GPU_*`` environment. The kernel is kept in
+    ``app.extensions["llama_gpu"]``; stop it with ``app.extensions["llama_gpu"].stop()``.
+    """
+    if kernel is None:
+        settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
+        kernel = Kernel(settings)
+    if kernel.state is KernelState.CREATED:
+        kernel.start()
+    logging.basicConfig(
+        level=kernel.settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = kernel.settings.max_body_size
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = kernel
+
+    from . import health, infer, plugins
+
+    for blueprint in (health.bp, plugins.bp, infer.bp, *kernel.routes()):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    app.before_request(assign_request_id)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-API-Version"] = API_VERSION
+        return response
+
+    return app
+
+
+def stop_on_exit(app: Flask) -> None:
+    """Drain and stop the app's kernel when the process exits."""
+    with app.app_context():
+        kernel = get_kernel()
+    atexit.register(kernel.stop)

@@ -1,0 +1,79 @@
+"""Per-request helpers for blueprints: the kernel, the request id, the caller, the JSON body."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, cast
+
+from flask import current_app, g, request
+from marshmallow import Schema, ValidationError
+
+from ..kernel.errors import InvalidInput, UnsupportedMediaType
+from ..kernel.kernel import Kernel
+from ..kernel.types import Credentials, Identity, new_id
+
+EXTENSION = "llama_gpu"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def utc_timestamp() -> str:
+    """Now, as an ISO-8601 UTC timestamp ending in ``Z``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def get_kernel() -> Kernel:
+    """The kernel of the current app."""
+    return cast(Kernel, current_app.extensions[EXTENSION])
+
+
+def assign_request_id() -> None:
+    """Take a well-formed ``X-Request-ID`` from the client, else make one."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.match(given) else new_id("req")
+
+
+def credentials() -> Credentials:
+    """What the caller presented: ``Authorization: Bearer`` or ``X-API-Key``."""
+    auth = request.headers.get("Authorization", "")
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    return Credentials(
+        api_key=request.headers.get("X-API-Key") or None, bearer_token=bearer or None, remote_addr=request.remote_addr
+    )
+
+
+def current_identity() -> Identity | None:
+    """The authenticated caller of this request (asked once per request)."""
+    if "identity" not in g:
+        g.identity = get_kernel().authenticate(credentials())
+    return cast("Identity | None", g.identity)
+
+
+def require(permission: str, resource: str | None = None) -> Identity | None:
+    """Authenticate and check ``permission``; raise 401/403 otherwise."""
+    identity = current_identity()
+    get_kernel().require(identity, permission, resource)
+    return identity
+
+
+def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
+    """Parse and validate the JSON body with ``schema``; 4xx with details on bad input."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return cast(dict[str, Any], schema.load({}))
+        raise InvalidInput("request body is empty; send a JSON object")
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "request body must be JSON (Content-Type: application/json)",
+            details={"content_type": request.content_type},
+        )
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidInput("request body is not valid JSON")
+    if not isinstance(data, dict):
+        raise InvalidInput("request body must be a JSON object", details={"type": type(data).__name__})
+    try:
+        return cast(dict[str, Any], schema.load(data))
+    except ValidationError as exc:
+        raise InvalidInput("request validation failed", details={"errors": exc.messages}) from None

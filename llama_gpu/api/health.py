@@ -1,0 +1,52 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psutil
+from flask import Blueprint, Response, jsonify
+
+from .. import __version__
+from ..kernel.errors import LlamaGPUError
+from ..kernel.kernel import KernelState
+from .context import get_kernel, utc_timestamp
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Liveness: the process answers; says what it holds."""
+    kernel = get_kernel()
+    process = psutil.Process()
+    body: dict[str, Any] = {
+        "status": "healthy" if kernel.state is KernelState.STARTED else kernel.state.value,
+        "version": __version__,
+        "timestamp": utc_timestamp(),
+        "uptime": round(kernel.uptime, 3),
+        "models_loaded": len(kernel.registry.loaded()),
+        "active_connections": kernel.inflight,
+        "memory_usage": {"rss_bytes": process.memory_info().rss, "system_percent": psutil.virtual_memory().percent},
+    }
+    return jsonify(body)
+
+
+@bp.get("/ready")
+def ready() -> Response | tuple[Response, int]:
+    """Readiness: 503 until the default model's backend can serve."""
+    kernel = get_kernel()
+    reason = None
+    if kernel.state is not KernelState.STARTED:
+        reason = f"kernel is {kernel.state.value}"
+    else:
+        try:
+            spec = kernel.registry.resolve("default")
+            backend = kernel.registry.backends().get(spec.backend)
+            if backend is None or not backend.is_available():
+                reason = f"backend {spec.backend!r} of the default model is not available"
+        except LlamaGPUError as exc:
+            reason = exc.message
+    if reason:
+        return jsonify({"status": "not_ready", "reason": reason}), 503
+    return jsonify({"status": "ready", "default_model": kernel.registry.resolve("default").id})

@@ -1,0 +1,105 @@
+"""The ``llama-gpu`` command.
+
+Sub-commands: ``serve``, ``plugins``, ``version``; later issues add ``models``, ``db``,
+``users``, ``keys``, ``bench``. Plugins add their own through ``register_commands``.
+Every flag mirrors a ``LLAMA_GPU_*`` variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .kernel.config import Settings
+from .kernel.errors import LlamaGPUError
+from .kernel.kernel import Kernel
+
+
+def _kernel(**overrides: Any) -> Kernel:
+    """A kernel with its plugins registered (not started)."""
+    kernel = Kernel(Settings.from_env(**overrides))
+    kernel.load_plugins()
+    return kernel
+
+
+class LlamaGPUGroup(click.Group):
+    """A group that also offers the commands plugins register, and prints errors cleanly."""
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        if not hasattr(self, "_from_plugins"):
+            try:
+                commands = _kernel().commands()
+            except LlamaGPUError:
+                commands = []  # the failing command itself reports the error
+            self._from_plugins = {c.name: c for c in commands if c.name and c.name not in self.commands}
+        return self._from_plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in commands, then those of plugins."""
+        return sorted(super().list_commands(ctx)) + sorted(self._plugin_commands())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, else a plugin's."""
+        return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a LlamaGPUError becomes a one-line message and exit code 2."""
+        try:
+            return super().invoke(ctx)
+        except LlamaGPUError as exc:
+            click.echo(f"error: {exc.code}: {exc.message}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=LlamaGPUGroup)
+@click.version_option(__version__, prog_name="llama-gpu")
+def main() -> None:
+    """LLaMA GPU: a self-hosted inference server."""
+
+
+@main.command()
+@click.option("--host", envvar="LLAMA_GPU_HOST", default=None, help="Address to listen on [127.0.0.1].")
+@click.option("--port", envvar="LLAMA_GPU_PORT", type=int, default=None, help="Port to listen on [5000].")
+@click.option("--default-model", envvar="LLAMA_GPU_DEFAULT_MODEL", default=None, help="Model serving 'default'.")
+def serve(host: str | None, port: int | None, default_model: str | None) -> None:
+    """Start the server (development server; production runs under gunicorn)."""
+    from .api import create_app, stop_on_exit
+
+    settings = Settings.from_env(host=host, port=port, default_model=default_model)
+    app = create_app(settings)
+    stop_on_exit(app)
+    click.echo(f"LLaMA GPU {__version__} serving on http://{settings.host}:{settings.port}", err=True)
+    app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
+
+
+@main.group()
+def plugins() -> None:
+    """Inspect plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_list(as_json: bool) -> None:
+    """List installed plugins with their versions and status."""
+    rows = _kernel().describe_plugins()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("ID", "VERSION", "STATUS", "CATEGORY", "SOURCE", "HOOKS")
+    table = [header] + [
+        (r["id"], r["version"], r["status"], r["category"], r["package"] or r["source"], ",".join(r["hooks"]))
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)

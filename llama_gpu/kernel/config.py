@@ -1,0 +1,139 @@
+"""Settings from ``LLAMA_GPU_*`` environment variables.
+
+Each field of :class:`Settings` is read from ``LLAMA_GPU_<FIELD>`` (upper case); the CLI
+flags mirror them. A value that does not parse raises :class:`ConfigurationError` naming
+the variable, so a typo fails at start-up rather than at the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+ENV_PREFIX = "LLAMA_GPU_"
+
+
+def _default_data_dir() -> str:
+    return str(Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "llama-gpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the server, with its default."""
+
+    #: Address and port ``llama-gpu serve`` listens on.
+    host: str = "127.0.0.1"
+    port: int = 5000
+    #: Folder for the embedded database, the model store and other state.
+    data_dir: str = dataclasses.field(default_factory=_default_data_dir)
+    #: Model answering requests that name ``"default"`` or no model.
+    default_model: str = "echo"
+    #: Third-party plugins allowed (entry-point names); ``None`` allows every installed one.
+    plugins: tuple[str, ...] | None = None
+    #: Plugins never loaded, built-in or third-party (essential ones excepted: error).
+    disable_plugins: tuple[str, ...] = ()
+    #: Load allowed third-party plugins at start-up (else only on request through the API).
+    autoload_plugins: bool = True
+    #: Consecutive failures after which a plugin is disabled.
+    plugin_failure_threshold: int = 3
+    #: Longest prompt accepted, in characters (enforced by the ``limits`` filter).
+    max_input_length: int = 32768
+    #: Largest number of tokens a request may ask for.
+    max_tokens_limit: int = 8192
+    #: Largest request body, in bytes.
+    max_body_size: int = 4 * 1024 * 1024
+    #: Seconds ``stop()`` waits for running requests before shutting down anyway.
+    drain_timeout: float = 30.0
+    #: Events buffered per subscriber before new ones are dropped for it.
+    event_queue_size: int = 1000
+    #: Python logging level.
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``), then apply ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            if name in env:
+                values[field.name] = _parse(name, env[name], field.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.create(**values)
+
+    @classmethod
+    def create(cls, **values: Any) -> Settings:
+        """Build settings from Python values, checking names and ranges."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}", details={"unknown": unknown})
+        for key in ("plugins", "disable_plugins"):
+            if isinstance(values.get(key), str):
+                values[key] = _split(values[key])
+            elif values.get(key) is not None:
+                values[key] = tuple(values[key])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` for values out of range."""
+        positive = (
+            "port",
+            "plugin_failure_threshold",
+            "max_input_length",
+            "max_tokens_limit",
+            "max_body_size",
+            "event_queue_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()} must be a positive integer, got {value!r}",
+                    details={"setting": name, "value": repr(value)},
+                )
+        if self.port > 65535:
+            raise ConfigurationError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
+        if self.drain_timeout < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}DRAIN_TIMEOUT must be >= 0, got {self.drain_timeout}")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigurationError(f"{ENV_PREFIX}LOG_LEVEL must be a logging level, got {self.log_level!r}")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and checked."""
+        return self.create(**{**dataclasses.asdict(self), **changes})
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse(name: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind.startswith("tuple"):
+            return _split(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a valid {kind.split(' ')[0].split('[')[0]}",
+            details={"variable": name, "value": raw},
+        ) from None
+    return raw

@@ -1,0 +1,124 @@
+"""The plain data objects that travel through hooks.
+
+They are mutable on purpose where a hook is an in-place pipeline: a ``prepare_request``
+filter edits the :class:`InferenceRequest`, a ``process_chunk`` filter the
+:class:`Chunk`, a ``process_response`` filter the :class:`InferenceResponse`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+
+def new_id(prefix: str) -> str:
+    """A fresh identifier such as ``req_3f2a…``."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclasses.dataclass
+class InferenceRequest:
+    """One generation request, as the filters and the backend see it."""
+
+    prompt: str
+    model: str = "default"
+    max_tokens: int = 100
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = dataclasses.field(default_factory=list)
+    seed: int | None = None
+    stream: bool = False
+    id: str = dataclasses.field(default_factory=lambda: new_id("req"))
+    #: The authenticated caller, when there is one.
+    identity: Identity | None = None
+    #: Which API received it (``native``, ``openai``…), for logs and metrics.
+    endpoint: str = "native"
+    #: Free room for plugins to pass information down the pipeline.
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: float = dataclasses.field(default_factory=time.time)
+
+
+@dataclasses.dataclass
+class Chunk:
+    """One streamed piece of output (usually one token)."""
+
+    text: str
+    index: int
+    token_id: int | None = None
+    #: Set by a filter to drop this chunk from the stream.
+    dropped: bool = False
+
+
+@dataclasses.dataclass
+class InferenceResponse:
+    """The finished result of a request."""
+
+    request_id: str
+    model: str
+    backend: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: ``stop`` (natural end or stop sequence), ``length`` (max_tokens) or ``cancelled``.
+    finish_reason: str = "stop"
+    #: Seconds from the start of generation to its end.
+    inference_time: float = 0.0
+    #: Seconds to the first chunk.
+    time_to_first_token: float | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What a caller presented: an API key, a bearer token, or nothing."""
+
+    api_key: str | None = None
+    bearer_token: str | None = None
+    remote_addr: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """An authenticated caller."""
+
+    id: str
+    #: ``read``, ``write`` and/or ``admin``.
+    roles: frozenset[str] = frozenset()
+    kind: str = "api_key"
+    name: str | None = None
+
+    def has(self, role: str) -> bool:
+        """Whether the identity holds ``role`` (``admin`` implies every role)."""
+        return role in self.roles or "admin" in self.roles
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One message on the event bus."""
+
+    type: str
+    data: dict[str, Any]
+    timestamp: float = dataclasses.field(default_factory=time.time)
+    id: str = dataclasses.field(default_factory=lambda: new_id("evt"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """What a plugin says about itself (set as ``PLUGIN_INFO`` on the module or class).
+
+    Anything left out is taken from the installed distribution's metadata.
+    """
+
+    name: str | None = None
+    version: str | None = None
+    category: str = "general"
+    author: str | None = None
+    description: str | None = None
+    #: Essential plugins cannot be unloaded or disabled.
+    essential: bool = False
+    #: Position in pipeline hooks: lower runs earlier.
+    priority: int = 50
+    #: The plugin's settings before an operator changes them.
+    default_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
