@@ -39,7 +39,7 @@ def load_plugin(plugin_id: str) -> Response:
                 "id": record.id,
                 "status": record.status,
                 "load_time": round(record.load_time or 0.0, 6),
-                "config": {"enabled": record.config.enabled, "priority": record.config.priority},
+                "config": {"enabled": record.config.enabled, "priority": record.priority},
             },
         }
     )
@@ -59,4 +59,4 @@ def configure_plugin(plugin_id: str) -> Response:
     require("admin", "plugins")
     body = json_body(PluginConfigureSchema())
     record = get_kernel().configure_plugin(plugin_id, body["config"])
-    return jsonify({"success": True, "message": "Plugin configuration updated", "config": record.config.to_dict()})
+    return jsonify({"success": True, "message": "Plugin configuration updated", "config": record.config_dict()})

@@ -196,7 +196,7 @@ class Kernel:
                     self.plugins.call_impl(impl, {"kernel": self})
         except Exception as exc:
             self._deactivate(record, call_shutdown=False)
-            if isinstance(exc, PluginLoadFailed):
+            if isinstance(exc, PluginLoadFailed | InvalidInput):
                 raise
             raise PluginLoadFailed(
                 f"plugin {record.id!r} failed to load: {type(exc).__name__}: {exc}",
@@ -337,7 +337,7 @@ class Kernel:
                 if new.enabled and record.status == STATUS_DISABLED and not self.plugins.blocked_reason(record):
                     self._activate(record)
             self.plugins.invalidate_order()
-        self.publish("plugin_configured", {"plugin_id": plugin_id, "config": record.config.to_dict()})
+        self.publish("plugin_configured", {"plugin_id": plugin_id, "config": record.config_dict()})
         return record
 
     @staticmethod
@@ -348,7 +348,9 @@ class Kernel:
         settings = config.get("settings", current.settings)
         if not isinstance(enabled, bool):
             raise InvalidInput("config.enabled must be a boolean", details={"field": "config.enabled"})
-        if not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000:
+        if priority is not None and (
+            not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000
+        ):
             raise InvalidInput(
                 "config.priority must be an integer in [-1000, 1000]", details={"field": "config.priority"}
             )

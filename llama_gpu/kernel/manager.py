@@ -55,12 +55,9 @@ class PluginConfig:
     """What an operator configures for a plugin."""
 
     enabled: bool = True
-    priority: int = 50
+    #: ``None`` means the plugin's own ``PLUGIN_INFO.priority``.
+    priority: int | None = None
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return {"enabled": self.enabled, "priority": self.priority, "settings": dict(self.settings)}
 
 
 @dataclasses.dataclass
@@ -97,6 +94,17 @@ class PluginRecord:
         """Whether the plugin is registered in the plugin manager now."""
         return self.status == STATUS_LOADED
 
+    @property
+    def priority(self) -> int:
+        """The configured priority, else the plugin's default (lower runs earlier)."""
+        if self.config.priority is not None:
+            return self.config.priority
+        return self.info.priority if self.info else PluginInfo.priority
+
+    def config_dict(self) -> dict[str, Any]:
+        """The configuration as the API shows it."""
+        return {"enabled": self.config.enabled, "priority": self.priority, "settings": dict(self.config.settings)}
+
     def effective_settings(self) -> dict[str, Any]:
         """Default settings overlaid with the configured ones."""
         defaults = dict(self.info.default_settings) if self.info else {}
@@ -114,14 +122,14 @@ class PluginRecord:
             "name": info.name or self.id.replace("_", " ").replace("-", " ").title(),
             "version": version or "unknown",
             "status": self.status,
-            "category": info.category,
+            "category": info.category if self.info else "unknown",  # listing never imports a plugin
             "author": author or "unknown",
             "description": info.description or self.dist_summary or "",
             "source": self.source,
             "package": self.dist_name,
             "essential": self.essential,
-            "priority": self.config.priority,
-            "config": self.config.to_dict(),
+            "priority": self.priority,
+            "config": self.config_dict(),
             "hooks": hooks,
             "failures": self.total_failures,
             "last_error": self.last_error,
@@ -265,8 +273,6 @@ class PluginManager:
                 ) from exc
             record.obj = obj
             record.info = find_info(obj) or record.info
-            if record.loaded_at is None and record.info is not None:
-                record.config.priority = record.info.priority
             self._ordered.clear()
 
     def unregister(self, record: PluginRecord) -> None:
@@ -290,7 +296,7 @@ class PluginManager:
             if cached is None:
                 impls = list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
                 pairs = [(self.records[i.plugin_name], i) for i in impls if i.plugin_name in self.records]
-                cached = sorted(pairs, key=lambda pair: (_placement(pair[1]), pair[0].config.priority))
+                cached = sorted(pairs, key=lambda pair: (_placement(pair[1]), pair[0].priority))
                 self._ordered[hook] = cached
             return cached
 

@@ -1,0 +1,1 @@
+"""Plugins the tests install as entry points (through a generated dist-info)."""
