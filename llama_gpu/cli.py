@@ -8,7 +8,9 @@ Every flag mirrors a ``LLAMA_GPU_*`` variable.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,8 +72,11 @@ def serve(host: str | None, port: int | None, default_model: str | None) -> None
     from .api import create_app, stop_on_exit
 
     settings = Settings.from_env(host=host, port=port, default_model=default_model)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     stop_on_exit(app)
+    # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"LLaMA GPU {__version__} serving on http://{settings.host}:{settings.port}", err=True)
     app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
 

@@ -82,3 +82,5 @@ def test_serve_answers_health(tmp_path: Path) -> None:
         proc.terminate()
         output, _ = proc.communicate(timeout=20)
     assert f"serving on http://127.0.0.1:{port}" in output
+    assert proc.returncode == 0, "SIGTERM stops the server cleanly"
+    assert (tmp_path).is_dir()

@@ -60,7 +60,7 @@ class KernelState(enum.StrEnum):
     STOPPED = "stopped"
 
 
-#: Collector hooks, and the kind of thing each registers (for error messages).
+#: Collector hooks, called in this order when a plugin is activated.
 COLLECTORS: tuple[str, ...] = ("register_event_types", "register_backends", "register_commands", "register_routes")
 
 
