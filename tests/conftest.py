@@ -17,7 +17,13 @@ from llama_gpu.api import create_app
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """Settings isolated from the environment and from other tests."""
-    values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "drain_timeout": 5.0, "autoload_plugins": False}
+    values: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "drain_timeout": 5.0,
+        "autoload_plugins": False,
+        "default_model": "echo",
+        "preload": False,
+    }
     values.update(overrides)
     return Settings.create(**values)
 

@@ -135,7 +135,7 @@ def test_oversized_body_is_413(kernel: Kernel) -> None:
 
 
 def test_unexpected_errors_are_a_500_envelope_without_internals(client: FlaskClient, kernel: Kernel) -> None:
-    kernel.registry.resolve = None  # type: ignore[assignment]  # a kernel bug, simulated
+    kernel.registry.acquire = None  # type: ignore[assignment]  # a kernel bug, simulated
     response = client.post("/api/v1/infer", json={"text": "x"})
     assert response.status_code == 500
     assert response.json["error"] == {

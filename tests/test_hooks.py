@@ -20,6 +20,7 @@ from llama_gpu import (
     InferenceResponse,
     Kernel,
     LoadedModel,
+    LoadOptions,
     ModelSpec,
     hookimpl,
 )
@@ -124,8 +125,8 @@ class _Model(LoadedModel):
         for n in range(request.max_tokens):
             yield GeneratedToken(text=f"t{n} ", token_id=n)
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def tokenize(self, text: str) -> list[int]:
+        return list(range(len(text.split())))
 
 
 class _Backend(Backend):
@@ -134,7 +135,7 @@ class _Backend(Backend):
     def builtin_models(self) -> list[ModelSpec]:
         return [ModelSpec(id="counter", backend=self.name)]
 
-    def load(self, spec: ModelSpec) -> LoadedModel:
+    def load(self, spec: ModelSpec, path: str | None, options: LoadOptions) -> LoadedModel:
         return _Model(spec)
 
 

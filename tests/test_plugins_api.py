@@ -10,8 +10,11 @@ from flask.testing import FlaskClient
 from llama_gpu import Kernel
 from llama_gpu.api import create_app
 from llama_gpu.errors import ConfigurationError
+from llama_gpu.kernel.manager import BUILTIN_PLUGINS
 
 from .conftest import make_settings
+
+BUILTINS = [plugin_id for plugin_id, _ in BUILTIN_PLUGINS]
 
 SAMPLES = {
     "fine": "tests.plugins.samples:Fine",
@@ -41,10 +44,10 @@ def test_list_shows_builtins_with_their_metadata(client: FlaskClient) -> None:
     body = client.get("/api/v1/plugins").json
     assert body["success"] is True
     ids = [p["id"] for p in body["plugins"]]
-    assert ids[:4] == ["core", "open_access", "echo", "limits"]
+    assert ids[: len(BUILTINS)] == BUILTINS
     assert body["total_plugins"] == len(body["plugins"])
-    assert body["loaded_plugins"] == sum(p["status"] == "loaded" for p in body["plugins"]) == 4
-    echo = body["plugins"][2]
+    assert body["loaded_plugins"] == sum(p["status"] == "loaded" for p in body["plugins"]) == len(BUILTINS)
+    echo = body["plugins"][BUILTINS.index("echo")]
     for key in ("id", "name", "version", "status", "category", "author", "description"):
         assert echo[key], key
     assert echo["version"] == __import__("llama_gpu").__version__
@@ -207,7 +210,7 @@ def test_essential_plugins_cannot_be_unloaded_or_disabled(client: FlaskClient) -
             409,
             "PLUGIN_ESSENTIAL",
         )
-    assert client.get("/api/v1/plugins").json["loaded_plugins"] == 4
+    assert client.get("/api/v1/plugins").json["loaded_plugins"] == len(BUILTINS)
 
 
 @pytest.mark.parametrize(

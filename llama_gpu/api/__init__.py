@@ -38,9 +38,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
-    from . import health, infer, plugins
+    from . import health, infer, models, plugins
 
-    for blueprint in (health.bp, plugins.bp, infer.bp, *kernel.routes()):
+    for blueprint in (health.bp, plugins.bp, models.bp, infer.bp, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.before_request(assign_request_id)

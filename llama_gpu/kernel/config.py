@@ -32,7 +32,19 @@ class Settings:
     #: Folder for the embedded database, the model store and other state.
     data_dir: str = dataclasses.field(default_factory=_default_data_dir)
     #: Model answering requests that name ``"default"`` or no model.
-    default_model: str = "echo"
+    default_model: str = "qwen2.5-coder-0.5b-instruct"
+    #: Folder scanned for ``*.gguf`` files and Hugging Face (safetensors) directories.
+    models_dir: str = ""
+    #: Models kept in memory at once; loading one more evicts the least recently used idle one.
+    max_loaded_models: int = 2
+    #: Seconds an idle model stays loaded (negative: forever; 0: unload after each request).
+    keep_alive: float = 300.0
+    #: Load a model on its first request (else such a request gets MODEL_NOT_LOADED).
+    autoload: bool = True
+    #: Load the default model in the background at start-up.
+    preload: bool = True
+    #: Bytes all loaded models may take together (0: only the free memory limits).
+    memory_limit: int = 0
     #: Third-party plugins allowed (entry-point names); ``None`` allows every installed one.
     plugins: tuple[str, ...] | None = None
     #: Plugins never loaded, built-in or third-party (essential ones excepted: error).
@@ -91,6 +103,7 @@ class Settings:
             "max_tokens_limit",
             "max_body_size",
             "event_queue_size",
+            "max_loaded_models",
         )
         for name in positive:
             value = getattr(self, name)
@@ -101,10 +114,17 @@ class Settings:
                 )
         if self.port > 65535:
             raise ConfigurationError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
+        if self.memory_limit < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}MEMORY_LIMIT must be >= 0 bytes, got {self.memory_limit}")
         if self.drain_timeout < 0:
             raise ConfigurationError(f"{ENV_PREFIX}DRAIN_TIMEOUT must be >= 0, got {self.drain_timeout}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_LEVEL must be a logging level, got {self.log_level!r}")
+
+    @property
+    def models_path(self) -> str:
+        """Where models live: ``models_dir``, else ``<data_dir>/models``."""
+        return self.models_dir or os.path.join(self.data_dir, "models")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and checked."""

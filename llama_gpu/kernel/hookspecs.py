@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from .backend import Backend, ModelSpec
     from .kernel import Kernel
     from .types import Chunk, Credentials, Event, Identity, InferenceRequest, InferenceResponse
 
@@ -102,6 +102,19 @@ def register_backends(register: Callable[[Backend], None]) -> None:
     :class:`~llama_gpu.Backend` instance; two backends of one ``name`` fail.
 
     :param register: Adds one backend.
+    :return: Nothing.
+    """
+
+
+@hookspec
+def register_models(register: Callable[[ModelSpec], None]) -> None:
+    """Declare models (a catalog, a bundled model, a discovered folder).
+
+    Aggregation: collector. Call ``register(spec)`` with a :class:`~llama_gpu.ModelSpec`;
+    a model id declared twice fails. Give ``spec.locate`` to prepare the file on first load
+    (e.g. assemble it from package parts) rather than at start-up.
+
+    :param register: Adds one model.
     :return: Nothing.
     """
 

@@ -1,4 +1,8 @@
-"""One request through the pipeline: filters, model, chunk filters, response filters, events.
+"""One request through the pipeline: model, filters, chunk filters, response filters, events.
+
+The model is acquired first (loaded on demand when ``LLAMA_GPU_AUTOLOAD`` is on) so that
+chat messages are rendered with its template before ``prepare_request`` filters see the
+prompt.
 
 ``start_inference`` does everything that can refuse a request (draining, filters, an
 unknown model) before it returns, so an HTTP layer can still answer with a 4xx; the
@@ -29,6 +33,7 @@ class InferenceStream:
         self.response: InferenceResponse | None = None
         self._kernel = kernel
         self._gen = self._run()
+        self._admitted = time.perf_counter()
         self._started = False
         self._closed = False
 
@@ -55,6 +60,10 @@ class InferenceStream:
 
     def _finish(self, ok: bool, tokens: int, reason: str, error: LlamaGPUError | None = None) -> None:
         self._closed = True
+        seconds = self.response.inference_time if self.response else time.perf_counter() - self._admitted
+        self._kernel.registry.release(
+            self.model.spec.id, tokens=tokens, seconds=seconds, ok=ok, keep_alive=self.request.keep_alive
+        )
         self._kernel.leave_request(ok, tokens)
         data: dict[str, Any] = {"request_id": self.request.id, "model": self.model.spec.id}
         if ok and self.response is not None:
@@ -75,10 +84,17 @@ class InferenceStream:
         first: float | None = None
         texts: list[str] = []
         count = 0
+        finish: str | None = None
+        position = 0
         try:
             for token in model.generate(request):
-                chunk = Chunk(text=token.text, index=count, token_id=token.token_id)
-                count += 1
+                finish = token.finish_reason or finish
+                if token.token_id is not None:
+                    count += 1  # a marker without a token id (end of stream, flushed text) is no token
+                if not token.text:
+                    continue
+                chunk = Chunk(text=token.text, index=position, token_id=token.token_id)
+                position += 1
                 kernel.run_pipeline("process_chunk", request=request, chunk=chunk)
                 if first is None:
                     first = time.perf_counter() - start
@@ -92,7 +108,7 @@ class InferenceStream:
                 text="".join(texts),
                 prompt_tokens=model.count_tokens(request.prompt),
                 completion_tokens=count,
-                finish_reason="length" if count >= request.max_tokens else "stop",
+                finish_reason=finish or ("length" if count >= request.max_tokens else "stop"),
                 inference_time=time.perf_counter() - start,
                 time_to_first_token=first,
             )
@@ -115,12 +131,17 @@ class InferenceStream:
 def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStream:
     """Admit ``request``, run ``prepare_request`` and resolve its model; raise to refuse."""
     kernel.enter_request()
+    model = None
     try:
         if not isinstance(request.prompt, str):
             raise InferenceFailed("request.prompt must be a string")
+        model = kernel.registry.acquire(request.model)
+        if request.messages is not None:
+            request.prompt = model.render_chat(request.messages)
         kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
-        model = kernel.registry.get_loaded(request.model)
     except BaseException as exc:
+        if model is not None:
+            kernel.registry.release(model.spec.id, tokens=0, seconds=0.0, ok=False, keep_alive=request.keep_alive)
         kernel.leave_request(ok=False)
         kernel.publish(
             "inference_failed",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from .backend import LoadOptions
 from .config import Settings
 from .errors import (
     AuthenticationFailed,
@@ -25,6 +26,7 @@ from .errors import (
     Conflict,
     InvalidInput,
     LlamaGPUError,
+    ModelNotLoaded,
     PermissionDenied,
     PluginEssential,
     PluginFailed,
@@ -61,7 +63,13 @@ class KernelState(enum.StrEnum):
 
 
 #: Collector hooks, called in this order when a plugin is activated.
-COLLECTORS: tuple[str, ...] = ("register_event_types", "register_backends", "register_commands", "register_routes")
+COLLECTORS: tuple[str, ...] = (
+    "register_event_types",
+    "register_backends",
+    "register_models",
+    "register_commands",
+    "register_routes",
+)
 
 
 class Kernel:
@@ -71,7 +79,7 @@ class Kernel:
         self.settings = settings if settings is not None else Settings.from_env()
         self.plugins = PluginManager(self.settings)
         self.events = EventBus(self.settings.event_queue_size)
-        self.registry = ModelRegistry(self.settings.default_model)
+        self.registry = ModelRegistry(self.settings, publish=self.publish)
         self.state = KernelState.CREATED
         self.started_at: float | None = None
         self.stats: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "tokens": 0}
@@ -125,7 +133,16 @@ class Kernel:
         self.state = KernelState.STARTED
         self.started_at = time.time()
         self.publish("kernel_state", {"state": self.state.value})
+        self.registry.start_reaper()
+        if self.settings.preload:
+            threading.Thread(target=self._preload, name="preload", daemon=True).start()
         return self
+
+    def _preload(self) -> None:
+        try:
+            self.registry.load("default")
+        except LlamaGPUError as exc:
+            log.error("could not preload the default model %r: %s", self.settings.default_model, exc.message)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Refuse new requests, wait for running ones, shut plugins down.
@@ -143,6 +160,7 @@ class Kernel:
                 self._cond.wait(left)
             drained = self._inflight == 0
         self.call_all("shutdown", kernel=self)
+        self.registry.stop_reaper()
         self.registry.unload_all()
         self.state = KernelState.STOPPED
         self.events.close()
@@ -183,10 +201,10 @@ class Kernel:
         start = time.perf_counter()
         self.plugins.register(record, obj)
         try:
+            self._configure(record, record.effective_settings())  # first: collectors may need the settings
             for hook in COLLECTORS:
                 for impl in self.plugins.impls_of(hook, record):
                     self.plugins.call_impl(impl, {"register": self._registrar(hook, record)})
-            self._configure(record, record.effective_settings())
             for impl in self.plugins.impls_of("on_event", record):
                 self.events.subscribe(
                     f"plugin:{record.id}", self._event_caller(impl), on_error=self._event_failed(record)
@@ -230,6 +248,9 @@ class Kernel:
         def register(*args: Any) -> None:
             if hook == "register_backends":
                 self.registry.add_backend(args[0], record.id)
+                return
+            if hook == "register_models":
+                self.registry.add_model(args[0], record.id)
                 return
             if hook == "register_event_types":
                 name, description = args
@@ -478,6 +499,38 @@ class Kernel:
     def routes(self) -> list[Any]:
         """Flask blueprints registered by plugins."""
         return list(self._routes.values())
+
+    def load_model(
+        self, model_id: str, backend: str | None = None, options: LoadOptions | None = None
+    ) -> dict[str, Any]:
+        """Load a model (``backend``: a backend name, ``gguf``, ``torch``, ``cpu`` or ``cuda``)."""
+        self.registry.load(model_id, options, backend)
+        return self.registry.describe(self.registry.resolve(model_id).id)
+
+    def unload_model(self, model_id: str) -> int:
+        """Unload a model; returns the bytes freed. MODEL_NOT_LOADED when it was not loaded."""
+        spec = self.registry.resolve(model_id)
+        if spec.id not in self.registry.loaded():
+            raise ModelNotLoaded(f"model {spec.id!r} is not loaded", details={"model": spec.id})
+        return self.registry.unload(spec.id)
+
+    def embed(self, model_id: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings of ``texts`` from an embedding model."""
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidInput("input must be a non-empty list of strings", details={"field": "input"})
+        self.enter_request()
+        start, ok, model = time.perf_counter(), False, None
+        try:
+            model = self.registry.acquire(model_id)
+            vectors = model.embed(texts)
+            ok = True
+            return vectors
+        finally:
+            if model is not None:
+                self.registry.release(
+                    model.spec.id, tokens=0, seconds=time.perf_counter() - start, ok=ok, keep_alive=None
+                )
+            self.leave_request(ok)
 
     def generate(self, request: InferenceRequest) -> InferenceStream:
         """Start serving ``request``: filters, model, stream of chunks.

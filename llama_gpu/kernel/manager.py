@@ -37,6 +37,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core", "llama_gpu.plugins.core:CorePlugin"),
     ("open_access", "llama_gpu.plugins.auth.open_access"),
     ("echo", "llama_gpu.plugins.backends.echo:EchoPlugin"),
+    ("llamacpp", "llama_gpu.plugins.backends.llamacpp:LlamaCppPlugin"),
+    ("torch", "llama_gpu.plugins.backends.torch:TorchPlugin"),
+    ("embedded_models", "llama_gpu.plugins.models.embedded:EmbeddedModels"),
+    ("local_models", "llama_gpu.plugins.models.local:LocalModels"),
     ("limits", "llama_gpu.plugins.filters.limits:LimitsFilter"),
 )
 

@@ -25,11 +25,25 @@ class InferenceRequest:
     prompt: str
     model: str = "default"
     max_tokens: int = 100
+    #: 0 means greedy decoding.
     temperature: float = 1.0
     top_p: float = 1.0
+    #: 0 disables top-k.
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     stop: list[str] = dataclasses.field(default_factory=list)
     seed: int | None = None
     stream: bool = False
+    #: Chat messages (``[{"role", "content"}]``); when set, the model's chat template
+    #: renders them into ``prompt`` before generation.
+    messages: list[dict[str, Any]] | None = None
+    #: ``None``: no log-probabilities; ``N``: the chosen token's and the top ``N`` alternatives'.
+    logprobs: int | None = None
+    #: Seconds the model stays loaded after this request (overrides LLAMA_GPU_KEEP_ALIVE).
+    keep_alive: float | None = None
     id: str = dataclasses.field(default_factory=lambda: new_id("req"))
     #: The authenticated caller, when there is one.
     identity: Identity | None = None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ...kernel.backend import Backend, GeneratedToken, LoadedModel, ModelSpec
+from ...kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
 
@@ -28,6 +28,8 @@ def tokenize(text: str) -> list[str]:
 
 class EchoModel(LoadedModel):
     """A loaded echo model; reads its behaviour from the plugin's live settings."""
+
+    backend_name = "echo"
 
     def __init__(self, spec: ModelSpec, settings: Mapping[str, Any]) -> None:
         super().__init__(spec)
@@ -44,9 +46,9 @@ class EchoModel(LoadedModel):
                 time.sleep(delay)
             yield GeneratedToken(text=word.upper() if mode == "upper" else word, token_id=n)
 
-    def count_tokens(self, text: str) -> int:
-        """Words in ``text``."""
-        return len(tokenize(text))
+    def tokenize(self, text: str) -> list[int]:
+        """One id per word (its position: the echo model has no vocabulary)."""
+        return list(range(len(tokenize(text))))
 
 
 class EchoBackend(Backend):
@@ -73,7 +75,7 @@ class EchoBackend(Backend):
             )
         ]
 
-    def load(self, spec: ModelSpec) -> LoadedModel:
+    def load(self, spec: ModelSpec, path: str | None, options: LoadOptions) -> LoadedModel:
         """Nothing to load: return a model bound to the live settings."""
         return EchoModel(spec, self._settings)
 

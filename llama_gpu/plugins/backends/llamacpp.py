@@ -1,0 +1,308 @@
+"""The llama.cpp backend: GGUF models through llama-cpp-python.
+
+Settings: ``n_ctx`` (context per model, default 4096), ``n_threads`` (0: every core; the
+library's default of one thread is half the speed on two cores), ``n_batch``,
+``n_gpu_layers`` (-1: every layer when the build can offload), ``flash_attn``.
+
+A ``Llama`` object is not thread-safe (two threads in one object abort the process), so
+every use of it goes through the model's lock: one request at a time per model until the
+serving engine batches them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ...kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.errors import BackendUnavailable, InvalidInput, ModelLoadFailed
+from ...kernel.hookspecs import hookimpl
+from ...kernel.types import InferenceRequest, PluginInfo
+from .chat import DEFAULT_TEMPLATE, ChatTemplate
+from .text import StopBuffer
+
+DEFAULTS: dict[str, Any] = {"n_ctx": 4096, "n_threads": 0, "n_batch": 512, "n_gpu_layers": -1, "flash_attn": False}
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama-cpp-python build can offload layers to a GPU."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LlamaCppModel(LoadedModel):
+    """A GGUF model in a ``Llama`` object, used under a lock."""
+
+    backend_name = "llamacpp"
+
+    def __init__(self, spec: ModelSpec, llm: Any, path: str, params: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self._llm = llm
+        self._path = path
+        self._params = params
+        self._lock = threading.Lock()
+        self._embedder: Any = None
+        self.device = "cuda" if params["n_gpu_layers"] else "cpu"
+        meta = llm.metadata
+        source = meta.get("tokenizer.chat_template")
+        self.template_source = "gguf" if source else ("configured" if spec.chat_template else "default")
+        self.template = ChatTemplate(
+            source or spec.chat_template or DEFAULT_TEMPLATE,
+            bos_token=self._piece(llm.token_bos()),
+            eos_token=self._piece(llm.token_eos()),
+            model_id=spec.id,
+        )
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
+
+    # text ---------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text``: no BOS, special-token text kept as plain text."""
+        with self._lock:
+            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Text of token ids."""
+        vocab = self._llm.n_vocab()
+        bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < vocab]
+        if bad:
+            raise InvalidInput(f"token ids out of range [0, {vocab})", details={"invalid": bad[:10]})
+        with self._lock:
+            return bytes(self._llm.detokenize(ids)).decode("utf-8", errors="replace")
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt for ``messages`` from the model's (sandboxed) chat template."""
+        return self.template.render(messages)
+
+    def _prompt_tokens(self, request: InferenceRequest) -> list[int]:
+        text = request.prompt
+        chat = request.messages is not None
+        bos = self.template._globals["bos_token"]
+        add_bos = not (chat and bos and text.startswith(bos))
+        with self._lock:
+            tokens = list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=chat))
+        n_ctx = self._llm.n_ctx()
+        if not tokens:
+            raise InvalidInput("the prompt is empty", details={"field": "prompt"})
+        if len(tokens) + request.max_tokens > n_ctx:
+            raise InvalidInput(
+                f"prompt ({len(tokens)} tokens) plus max_tokens ({request.max_tokens}) exceeds the context "
+                f"of {n_ctx} tokens",
+                details={"context_length": n_ctx, "prompt_tokens": len(tokens), "max_tokens": request.max_tokens},
+            )
+        return tokens
+
+    # generation ---------------------------------------------------------------------------------
+    def generate(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
+        """Sample token by token; stop at end-of-generation, a stop string or ``max_tokens``."""
+        import llama_cpp
+
+        tokens = self._prompt_tokens(request)
+        llm = self._llm
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        buffer = StopBuffer(request.stop)
+        with self._lock:
+            llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
+            # Start from an empty context: the library's prefix reuse leaves stale cells in
+            # sliding-window caches (Gemma 3), so the same seed gave different samples.
+            llm.reset()
+            finish, stopped = "length", False
+            sampled = llm.generate(
+                list(tokens),  # generate() reuses the list it is given as its own buffer
+                temp=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k,
+                min_p=request.min_p,
+                repeat_penalty=request.repeat_penalty,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+                reset=True,
+            )
+            for produced, token in enumerate(sampled, start=1):
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                logprob, top = self._logprobs(token, request.logprobs) if request.logprobs is not None else (None, None)
+                text, stopped = buffer.push_bytes(bytes(llm.detokenize([token], prev_tokens=tokens)))
+                tokens.append(token)
+                if text or not stopped:
+                    yield GeneratedToken(text=text, token_id=token, logprob=logprob, top_logprobs=top)
+                if stopped:
+                    finish = "stop"
+                    break
+                if produced >= request.max_tokens:
+                    break
+            # text held back as a possible stop-sequence start is released unless a stop matched
+            yield GeneratedToken(text="" if stopped else buffer.flush(), finish_reason=finish)
+
+    def _logprobs(self, token: int, top_n: int) -> tuple[float, dict[str, float]]:
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = self._llm.n_vocab()
+        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        top: dict[str, float] = {}
+        if top_n > 0:
+            for idx in np.argsort(-logprobs)[:top_n]:
+                top[self._piece(int(idx))] = float(logprobs[idx])
+        return float(logprobs[token]), top
+
+    # embeddings ---------------------------------------------------------------------------------
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Normalised embeddings from a second context in embedding mode (made on first use)."""
+        import llama_cpp
+
+        with self._lock:
+            if self._embedder is None:
+                params = {k: v for k, v in self._params.items() if k != "flash_attn"}
+                # Mean pooling, so a generative GGUF (no pooling of its own) gives one vector per text.
+                self._embedder = llama_cpp.Llama(
+                    self._path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False, **params
+                )
+            return [list(map(float, v)) for v in self._embedder.embed(texts, normalize=True)]
+
+    # accounting ---------------------------------------------------------------------------------
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus context state (the KV cache)."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_model_size(self._llm.model)) + int(llama_cpp.llama_state_get_size(self._llm.ctx))
+
+    def describe(self) -> dict[str, Any]:
+        """Device, context and threads in use."""
+        return {
+            "device": self.device,
+            "n_ctx": self._llm.n_ctx(),
+            "n_threads": self._params["n_threads"],
+            "n_gpu_layers": self._params["n_gpu_layers"],
+            "flash_attn": self._params["flash_attn"],
+            "chat_template": self.template_source,
+        }
+
+    def close(self) -> None:
+        """Free the native model and contexts."""
+        with self._lock:
+            for llm in (self._llm, self._embedder):
+                if llm is not None:
+                    llm.close()
+            self._llm = self._embedder = None
+
+
+class LlamaCppBackend(Backend):
+    """Loads GGUF files with llama-cpp-python."""
+
+    name = "llamacpp"
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self._settings = settings
+
+    def is_available(self) -> bool:
+        """Whether llama-cpp-python is installed."""
+        return importlib.util.find_spec("llama_cpp") is not None
+
+    def supports(self, spec: ModelSpec) -> bool:
+        """GGUF files."""
+        return spec.format == "gguf"
+
+    def estimate_memory(self, spec: ModelSpec, options: LoadOptions) -> int:
+        """The file (weights are mapped) plus a KV-cache allowance."""
+        size = spec.size_bytes or 0
+        return int(size * 1.1) + 64 * 1024 * 1024
+
+    def load(self, spec: ModelSpec, path: str | None, options: LoadOptions) -> LoadedModel:
+        """Open the GGUF with the configured context, threads and GPU layers."""
+        from llama_cpp import Llama
+
+        if options.quantization and spec.quantization and options.quantization.lower() != spec.quantization.lower():
+            raise InvalidInput(
+                f"model {spec.id!r} is a {spec.quantization} GGUF; other quantizations need a conversion",
+                details={"available": [spec.quantization], "requested": options.quantization},
+            )
+        if path is None or not Path(path).is_file():
+            raise ModelLoadFailed(f"model file of {spec.id!r} not found: {path}", details={"path": path})
+        params = self._params(options)
+        try:
+            llm = Llama(path, verbose=False, **params)
+        except Exception as exc:  # llama.cpp reports a bad file as ValueError; wrap anything
+            raise ModelLoadFailed(
+                f"llama.cpp could not load {spec.id!r} ({Path(path).name}): {exc}. "
+                "The file may be truncated or not a GGUF model.",
+                details={"model": spec.id, "path": path},
+            ) from exc
+        try:
+            return LlamaCppModel(spec, llm, path, params)
+        except Exception:
+            llm.close()
+            raise
+
+    def _params(self, options: LoadOptions) -> dict[str, Any]:
+        s = {**DEFAULTS, **self._settings, **options.extra}
+        n_ctx = options.n_ctx if options.n_ctx is not None else s["n_ctx"]
+        threads = s["n_threads"] or os.cpu_count() or 1
+        for name, value, low in (("n_ctx", n_ctx, 16), ("n_threads", threads, 1), ("n_batch", s["n_batch"], 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidInput(f"{name} must be an integer >= {low}, got {value!r}", details={"field": name})
+        gpu = options.device != "cpu" and (options.device == "cuda" or options.prefer_gpu)
+        if options.device == "cuda" and not gpu_offload_supported():
+            raise BackendUnavailable(
+                "this llama-cpp-python build has no GPU support (install a CUDA build to offload layers)",
+                details={"backend": self.name, "device": "cuda"},
+            )
+        n_gpu_layers = s["n_gpu_layers"] if gpu and gpu_offload_supported() else 0
+        return {
+            "n_ctx": n_ctx,
+            "n_threads": threads,
+            "n_batch": s["n_batch"],
+            "n_gpu_layers": n_gpu_layers,
+            "flash_attn": bool(s["flash_attn"]),
+        }
+
+
+class LlamaCppPlugin:
+    """Registers the llama.cpp backend."""
+
+    PLUGIN_INFO = PluginInfo(
+        name="llama.cpp backend",
+        category="backend",
+        description="GGUF models through llama-cpp-python (CPU, or CUDA when the build supports it).",
+        default_settings=dict(DEFAULTS),
+    )
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = dict(DEFAULTS)
+
+    @hookimpl
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Check and apply the settings (applied to models loaded from now on)."""
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        checks: dict[str, Callable[[Any], bool]] = {
+            "n_ctx": lambda v: isinstance(v, int) and v >= 16,
+            "n_threads": lambda v: isinstance(v, int) and v >= 0,
+            "n_batch": lambda v: isinstance(v, int) and v >= 1,
+            "n_gpu_layers": lambda v: isinstance(v, int) and v >= -1,
+            "flash_attn": lambda v: isinstance(v, bool),
+        }
+        for key, value in settings.items():
+            if isinstance(value, bool) != (key == "flash_attn") or not checks[key](value):
+                raise ValueError(f"invalid {key}: {value!r}")
+        self.settings.update(settings)
+
+    @hookimpl
+    def register_backends(self, register: Callable[[Backend], None]) -> None:
+        """Register the llama.cpp backend."""
+        register(LlamaCppBackend(self.settings))

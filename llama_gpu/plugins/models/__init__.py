@@ -1,0 +1,1 @@
+"""Model catalogs: the embedded default models and models found on disk."""
