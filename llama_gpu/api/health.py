@@ -34,17 +34,27 @@ def health() -> Response:
 
 @bp.get("/ready")
 def ready() -> Response | tuple[Response, int]:
-    """Readiness: 503 until the default model's backend can serve."""
+    """Readiness: 503 while the default model cannot serve (loading, failed, missing)."""
     kernel = get_kernel()
     reason = None
     if kernel.state is not KernelState.STARTED:
         reason = f"kernel is {kernel.state.value}"
     else:
         try:
-            spec = kernel.registry.resolve("default")
-            backend = kernel.registry.backends().get(spec.backend)
-            if backend is None or not backend.is_available():
-                reason = f"backend {spec.backend!r} of the default model is not available"
+            state = kernel.registry.state("default")
+            backend = kernel.registry.backends().get(state.spec.backend)
+            if state.status == "loaded":
+                pass
+            elif state.status == "loading":
+                reason = f"the default model {state.spec.id!r} is loading"
+            elif state.status == "failed":
+                reason = f"the default model {state.spec.id!r} failed to load: {state.error}"
+            elif state.spec.unavailable:
+                reason = f"the default model {state.spec.id!r} is unavailable: {state.spec.unavailable}"
+            elif backend is None or not backend.is_available():
+                reason = f"backend {state.spec.backend!r} of the default model is not available"
+            elif not kernel.settings.autoload:
+                reason = f"the default model {state.spec.id!r} is not loaded"
         except LlamaGPUError as exc:
             reason = exc.message
     if reason:
