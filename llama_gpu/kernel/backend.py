@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 from .errors import InvalidInput
 from .types import InferenceRequest
 
+#: Checkpoint files that are Python pickles: loading one can run code, so none is ever read.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
 #: Called with a fraction in [0, 1] while a model file is prepared.
 Progress = Callable[[float], None]
 
@@ -93,7 +96,12 @@ class LoadedModel(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
-        """Yield the tokens of one completion of ``request.prompt``, at most ``max_tokens``."""
+        """Yield the tokens of one completion of ``request.prompt``, at most ``max_tokens``.
+
+        The last item may be a marker without ``token_id`` that carries ``finish_reason``
+        (and any text held back). Callers must exhaust or ``close()`` the iterator: a
+        model may hold its lock while a generation is open.
+        """
 
     @abc.abstractmethod
     def tokenize(self, text: str) -> list[int]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.backend import PICKLE_SUFFIXES, Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
 from ...kernel.errors import BackendUnavailable, InferenceFailed, InvalidInput, LlamaGPUError, ModelLoadFailed
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
@@ -41,7 +41,6 @@ DEFAULTS: dict[str, Any] = {"threads": 0, "cache_converted": True}
 #: Accepted ``quantization`` values and the torch dtype each means.
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 DTYPES.update(fp16="float16", float16="float16")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 #: Tokens that end a turn in common chat formats (stop like EOS when the vocabulary has them).
 END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>")
 

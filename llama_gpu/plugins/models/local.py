@@ -16,15 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...kernel.backend import ModelSpec
+from ...kernel.backend import PICKLE_SUFFIXES, ModelSpec
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
 from ...kernel.types import PluginInfo
 from .gguf_meta import GGUFError, read_gguf_metadata, summarize
 
 log = logging.getLogger(__name__)
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def model_id_for(path: Path) -> str:
