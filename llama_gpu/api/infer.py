@@ -1,19 +1,32 @@
-"""``POST /api/v1/infer``: one request through the kernel, as JSON or Server-Sent Events."""
+"""Native inference: ``/api/v1/infer``, ``stream_infer``, ``batch_infer``, and the seed aliases.
+
+``bp`` serves the native routes; ``aliases_bp`` serves ``/api/v1/generate``,
+``/api/v1/generate/stream`` and ``/api/v1/batch/generate`` on the same kernel. Batches run
+their items concurrently through :func:`complete_all`.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, cast
 
 from flask import Blueprint, Response, g, jsonify, stream_with_context
 
 from ..kernel.inference import InferenceStream
-from ..kernel.types import InferenceRequest
+from ..kernel.kernel import Kernel
+from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id
 from .context import get_kernel, json_body, require, utc_timestamp
-from .schemas import InferSchema
+from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
 
 bp = Blueprint("infer", __name__, url_prefix="/api/v1")
+aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
+
+#: Most items of one batch that run at the same time.
+MAX_BATCH_WORKERS = 16
 
 
 @bp.post("/infer")
@@ -90,3 +103,167 @@ def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], Non
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(on_close)
     return response
+
+
+# ---------------------------------------------------------------- shared helpers
+def complete_all(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[InferenceResponse]:
+    """Serve ``requests`` concurrently and return their responses in the same order.
+
+    At most :data:`MAX_BATCH_WORKERS` run at once. The first item that fails cancels the
+    others (each stops at its next token; queued ones never start), and once every item
+    has stopped its error is raised.
+    """
+    if not requests:
+        return []
+    cancelled = threading.Event()
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def run(request: InferenceRequest) -> InferenceResponse | None:
+        stream: InferenceStream | None = None
+        try:
+            if cancelled.is_set():
+                return None
+            stream = kernel.generate(request)
+            for _ in stream:
+                if cancelled.is_set():
+                    return None
+            return stream.response
+        except BaseException as exc:
+            with lock:
+                failures.append(exc)
+            cancelled.set()
+            raise
+        finally:
+            if stream is not None:
+                stream.close()  # cancels an unfinished stream; a finished one is left as it is
+
+    with ThreadPoolExecutor(max_workers=min(len(requests), MAX_BATCH_WORKERS), thread_name_prefix="batch") as pool:
+        futures = [pool.submit(run, request) for request in requests]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if cancelled.is_set():
+            for future in futures:
+                future.cancel()
+    if failures:
+        raise failures[0]
+    return [cast(InferenceResponse, future.result()) for future in futures]  # none cancelled: all finished
+
+
+def _request(
+    identity: Identity | None, field: str, prompt: str, max_tokens: int, body: dict[str, Any], id: str, **extra: Any
+) -> InferenceRequest:
+    """An :class:`InferenceRequest` of the native API; ``field`` names the prompt's field for errors."""
+    return InferenceRequest(
+        prompt=prompt,
+        model=body["model"],
+        max_tokens=max_tokens,
+        temperature=body["temperature"],
+        id=id,
+        identity=identity,
+        endpoint="native",
+        metadata={"input_field": field},
+        **extra,
+    )
+
+
+def _usage(response: InferenceResponse) -> dict[str, int]:
+    return {
+        "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens,
+        "total_tokens": response.prompt_tokens + response.completion_tokens,
+    }
+
+
+# ---------------------------------------------------------------- native routes
+@bp.post("/stream_infer")
+def stream_infer() -> Response:
+    """Generate text for ``text`` as Server-Sent Events (``token``, ``position``, ``is_complete``)."""
+    identity = require("write", "infer")
+    body = json_body(StreamInferSchema())
+    request = _request(
+        identity, "text", body["text"], body["max_tokens"], body, g.request_id, top_p=body["top_p"], stream=True
+    )
+    stream = get_kernel().generate(request)
+    return sse_response(_sse_events(stream), on_close=stream.close)
+
+
+@bp.post("/batch_infer")
+def batch_infer() -> Response:
+    """Generate text for every item of ``inputs`` concurrently; results in input order."""
+    started = time.perf_counter()
+    identity = require("write", "infer")
+    body = json_body(BatchInferSchema())
+    items = body["inputs"]
+    requests = [
+        _request(identity, "text", item["text"], item["max_tokens"], body, f"{g.request_id}.{n}")
+        for n, item in enumerate(items)
+    ]
+    responses = complete_all(get_kernel(), requests)
+    return jsonify(
+        {
+            "success": True,
+            "results": [
+                {
+                    "id": item["id"],
+                    "generated_text": response.text,
+                    "tokens_generated": response.completion_tokens,
+                    "inference_time": round(response.inference_time, 6),
+                }
+                for item, response in zip(items, responses, strict=True)
+            ],
+            "metadata": {
+                "batch_id": new_id("batch"),
+                "total_processing_time": round(time.perf_counter() - started, 6),
+                "items_processed": len(responses),
+                "backend": responses[0].backend,
+            },
+        }
+    )
+
+
+# ---------------------------------------------------------------- seed aliases
+@aliases_bp.post("/generate")
+def generate() -> Response:
+    """Generate text for ``prompt``: ``{text, usage, latency}``, or events with ``stream: true``."""
+    return _generate(stream=None)
+
+
+@aliases_bp.post("/generate/stream")
+def generate_stream() -> Response:
+    """Generate text for ``prompt`` as Server-Sent Events (``token``, ``finished``; ``usage`` last)."""
+    return _generate(stream=True)
+
+
+def _generate(stream: bool | None) -> Response:
+    started = time.perf_counter()
+    identity = require("write", "infer")
+    body = json_body(GenerateSchema())
+    streaming = body["stream"] if stream is None else stream
+    request = _request(identity, "prompt", body["prompt"], body["max_tokens"], body, g.request_id, stream=streaming)
+    generation = get_kernel().generate(request)
+    if streaming:
+        return sse_response(_generate_events(generation), on_close=generation.close)
+    response = generation.result()
+    return jsonify(
+        {"text": response.text, "usage": _usage(response), "latency": round(time.perf_counter() - started, 6)}
+    )
+
+
+def _generate_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
+    for chunk in stream:
+        yield {"token": chunk.text, "finished": False}
+    assert stream.response is not None
+    yield {"token": "", "finished": True, "usage": _usage(stream.response)}
+
+
+@aliases_bp.post("/batch/generate")
+def batch_generate() -> Response:
+    """Generate text for every item of ``requests`` concurrently: ``{results: [{text, usage}]}``."""
+    identity = require("write", "infer")
+    body = json_body(BatchGenerateSchema())
+    requests = [
+        _request(identity, "prompt", item["prompt"], item["max_tokens"], body, f"{g.request_id}.{n}")
+        for n, item in enumerate(body["requests"])
+    ]
+    responses = complete_all(get_kernel(), requests)
+    return jsonify({"results": [{"text": r.text, "usage": _usage(r)} for r in responses]})
