@@ -38,9 +38,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
-    from . import health, infer, models, plugins
+    from . import health, infer, models, openai, openapi, plugins
 
-    for blueprint in (health.bp, plugins.bp, models.bp, infer.bp, *kernel.routes()):
+    blueprints = (health.bp, plugins.bp, models.bp, infer.bp, infer.aliases_bp, openai.bp, openapi.bp)
+    for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.before_request(assign_request_id)

@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..kernel.errors import LlamaGPUError, MethodNotAllowed, NotFound, PayloadTooLarge
@@ -20,13 +19,22 @@ _HTTP_CODES: dict[int, type[LlamaGPUError]] = {404: NotFound, 405: MethodNotAllo
 
 
 def envelope(error: LlamaGPUError) -> Response:
-    """Render ``error`` as the envelope with its HTTP status (and ``Retry-After``)."""
-    body: dict[str, Any] = {
-        "success": False,
-        "error": error.to_dict(),
-        "request_id": getattr(g, "request_id", None),
-        "timestamp": utc_timestamp(),
-    }
+    """Render ``error`` with its HTTP status (and ``Retry-After``).
+
+    The native envelope everywhere, except under ``/v1/`` where OpenAI clients expect
+    their own shape.
+    """
+    if request.path.startswith("/v1/"):
+        from .openai import openai_error_body
+
+        body = openai_error_body(error)
+    else:
+        body = {
+            "success": False,
+            "error": error.to_dict(),
+            "request_id": getattr(g, "request_id", None),
+            "timestamp": utc_timestamp(),
+        }
     response = jsonify(body)
     response.status_code = error.status
     if error.retry_after is not None:

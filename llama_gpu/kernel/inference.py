@@ -93,7 +93,13 @@ class InferenceStream:
                     count += 1  # a marker without a token id (end of stream, flushed text) is no token
                 if not token.text:
                     continue
-                chunk = Chunk(text=token.text, index=position, token_id=token.token_id)
+                chunk = Chunk(
+                    text=token.text,
+                    index=position,
+                    token_id=token.token_id,
+                    logprob=token.logprob,
+                    top_logprobs=token.top_logprobs,
+                )
                 position += 1
                 kernel.run_pipeline("process_chunk", request=request, chunk=chunk)
                 if first is None:

@@ -42,6 +42,8 @@ class InferenceRequest:
     messages: list[dict[str, Any]] | None = None
     #: ``None``: no log-probabilities; ``N``: the chosen token's and the top ``N`` alternatives'.
     logprobs: int | None = None
+    #: ``json_object`` constrains the output to JSON (where the backend supports it).
+    response_format: str | None = None
     #: Seconds the model stays loaded after this request (overrides LLAMA_GPU_KEEP_ALIVE).
     keep_alive: float | None = None
     id: str = dataclasses.field(default_factory=lambda: new_id("req"))
@@ -61,6 +63,8 @@ class Chunk:
     text: str
     index: int
     token_id: int | None = None
+    logprob: float | None = None
+    top_logprobs: dict[str, float] | None = None
     #: Set by a filter to drop this chunk from the stream.
     dropped: bool = False
 

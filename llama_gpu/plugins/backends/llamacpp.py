@@ -48,6 +48,7 @@ class LlamaCppModel(LoadedModel):
         self._params = params
         self._lock = threading.Lock()
         self._embedder: Any = None
+        self._grammar: Any = None
         self.device = "cuda" if params["n_gpu_layers"] else "cpu"
         meta = llm.metadata
         source = meta.get("tokenizer.chat_template")
@@ -126,6 +127,7 @@ class LlamaCppModel(LoadedModel):
                 presence_penalty=request.presence_penalty,
                 frequency_penalty=request.frequency_penalty,
                 reset=True,
+                grammar=self._json_grammar() if request.response_format == "json_object" else None,
             )
             for produced, token in enumerate(sampled, start=1):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -143,6 +145,13 @@ class LlamaCppModel(LoadedModel):
                     break
             # text held back as a possible stop-sequence start is released unless a stop matched
             yield GeneratedToken(text="" if stopped else buffer.flush(), finish_reason=finish)
+
+    def _json_grammar(self) -> Any:
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if self._grammar is None:
+            self._grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return self._grammar
 
     def _logprobs(self, token: int, top_n: int) -> tuple[float, dict[str, float]]:
         import llama_cpp

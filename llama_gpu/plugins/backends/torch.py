@@ -166,6 +166,12 @@ class TorchModel(LoadedModel):
             raise InvalidInput(f"model {self.spec.id!r} is an embedding model", details={"model": self.spec.id})
         if not requests:
             return
+        if any(r.response_format == "json_object" for r in requests):
+            raise InvalidInput(
+                "response_format json_object needs grammar-constrained sampling, which the torch backend lacks; "
+                "load the model with the llama.cpp backend",
+                details={"field": "response_format", "backend": "torch"},
+            )
         prompts = [self._prompt_ids(r) for r in requests]
         rows = [
             RowDecoder(r, p, self._tokenizer, self.eos_ids, self._pad_id)

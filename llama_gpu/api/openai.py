@@ -1,0 +1,503 @@
+"""The OpenAI-compatible API (``/v1``): the official ``openai`` client works unchanged.
+
+Chat and text completions (streamed as the OpenAI API frames them, ending with
+``data: [DONE]``), embeddings, models, and extensions: model load/unload/status and a
+batch of chat requests. Errors use the OpenAI shape (see ``errors.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, stream_with_context
+
+from ..kernel.backend import LoadOptions
+from ..kernel.errors import InvalidInput, LlamaGPUError
+from ..kernel.inference import InferenceStream
+from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
+from .context import get_kernel, json_body, require
+from .openai_schemas import BatchSchema, ChatCompletionSchema, CompletionSchema, EmbeddingSchema, ModelLoadV1Schema
+
+bp = Blueprint("openai", __name__, url_prefix="/v1")
+
+OWNER = "llama-gpu"
+CHAT_DEFAULT_MAX_TOKENS = 512
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+
+
+# ----------------------------------------------------------------------------- helpers
+def _request(
+    body: dict[str, Any],
+    *,
+    prompt: str = "",
+    messages: list[dict[str, Any]] | None = None,
+    max_tokens: int,
+    logprobs: int | None,
+    index: int = 0,
+) -> InferenceRequest:
+    seed = body.get("seed")
+    fmt = (body.get("response_format") or {}).get("type")
+    return InferenceRequest(
+        prompt=prompt,
+        messages=messages,
+        model=body["model"],
+        max_tokens=max_tokens,
+        temperature=body["temperature"],
+        top_p=body["top_p"],
+        stop=body["stop"],
+        presence_penalty=body["presence_penalty"],
+        frequency_penalty=body["frequency_penalty"],
+        seed=None if seed is None else seed + index,
+        logprobs=logprobs,
+        response_format=fmt if fmt == "json_object" else None,
+        id=f"{g.request_id}-{index}" if index else g.request_id,
+        identity=g.get("identity"),
+        endpoint="openai",
+        metadata={"input_field": "messages" if messages is not None else "prompt"},
+    )
+
+
+def _collect(stream: InferenceStream) -> tuple[InferenceResponse, list[Chunk]]:
+    chunks = list(stream)
+    assert stream.response is not None
+    return stream.response, chunks
+
+
+def _run_all(requests: list[InferenceRequest]) -> list[tuple[InferenceResponse, list[Chunk]]]:
+    """Run requests concurrently; all are admitted before any result is awaited."""
+    kernel = get_kernel()
+    streams: list[InferenceStream] = []
+    try:
+        for request in requests:
+            streams.append(kernel.generate(request))
+    except BaseException:
+        for stream in streams:
+            stream.close()
+        raise
+    if len(streams) == 1:
+        return [_collect(streams[0])]
+    with ThreadPoolExecutor(max_workers=len(streams)) as pool:
+        futures = [pool.submit(_collect, s) for s in streams]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for stream in streams:
+                stream.close()
+
+
+def _usage(responses: list[InferenceResponse]) -> dict[str, int]:
+    prompt = responses[0].prompt_tokens if responses else 0
+    completion = sum(r.completion_tokens for r in responses)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _chat_logprobs(chunks: list[Chunk]) -> dict[str, Any]:
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {
+        "content": [
+            {
+                **entry(c.text, c.logprob or 0.0),
+                "top_logprobs": [entry(t, lp) for t, lp in (c.top_logprobs or {}).items()],
+            }
+            for c in chunks
+        ]
+    }
+
+
+def _completion_logprobs(chunks: list[Chunk], offset: int) -> dict[str, Any]:
+    offsets, position = [], offset
+    for c in chunks:
+        offsets.append(position)
+        position += len(c.text)
+    return {
+        "tokens": [c.text for c in chunks],
+        "token_logprobs": [c.logprob for c in chunks],
+        "top_logprobs": [c.top_logprobs for c in chunks],
+        "text_offset": offsets,
+    }
+
+
+def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Response:
+    def generate() -> Iterator[str]:
+        try:
+            for event in events:
+                yield f"data: {json.dumps(event)}\n\n"
+        except LlamaGPUError as exc:
+            yield f"data: {json.dumps({'error': openai_error_body(exc)['error']})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.call_on_close(on_close)
+    return response
+
+
+def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
+    """``{"error": {"type", "code", "message", "details"}}`` as the OpenAI API shapes errors."""
+    kind = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        409: "invalid_request_error",
+        413: "invalid_request_error",
+        415: "invalid_request_error",
+        429: "rate_limit_error",
+    }.get(error.status, "server_error")
+    return {
+        "error": {
+            "type": kind,
+            "code": error.code.lower(),
+            "message": error.message,
+            "details": error.details,
+            "param": error.details.get("field"),
+        }
+    }
+
+
+# ----------------------------------------------------------------------------- chat
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    """Chat completion, streamed or not, with ``n`` choices."""
+    g.identity = require("write", "chat")
+    body = json_body(ChatCompletionSchema())
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS
+    logprobs = (body.get("top_logprobs") or 0) if body["logprobs"] else None
+    messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
+    requests = [
+        _request(body, messages=messages, max_tokens=max_tokens, logprobs=logprobs, index=i) for i in range(body["n"])
+    ]
+    created, cid = int(time.time()), f"chatcmpl-{g.request_id}"
+    if body["stream"]:
+        return _stream_chat(requests, body, cid, created)
+    results = _run_all(requests)
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": response.text},
+            "logprobs": _chat_logprobs(chunks) if logprobs is not None else None,
+            "finish_reason": _finish(response.finish_reason),
+        }
+        for i, (response, chunks) in enumerate(results)
+    ]
+    return jsonify(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": results[0][0].model,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": _usage([r for r, _ in results]),
+        }
+    )
+
+
+def _stream_chat(requests: list[InferenceRequest], body: dict[str, Any], cid: str, created: int) -> Response:
+    kernel = get_kernel()
+    first = kernel.generate(requests[0])  # refusals (bad input, unknown model) answer before streaming
+    opened = [first]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def frame(
+        index: int, model: str, delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        }
+
+    def events() -> Iterator[dict[str, Any]]:
+        responses = []
+        for index, request in enumerate(requests):
+            stream = first if index == 0 else kernel.generate(request)
+            if index:
+                opened.append(stream)
+            model = stream.model.spec.id
+            yield frame(index, model, {"role": "assistant", "content": ""})
+            for chunk in stream:
+                lp = _chat_logprobs([chunk]) if request.logprobs is not None else None
+                yield frame(index, model, {"content": chunk.text}, logprobs=lp)
+            assert stream.response is not None
+            responses.append(stream.response)
+            yield frame(index, model, {}, _finish(stream.response.finish_reason))
+        if include_usage:
+            yield {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": responses[0].model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": _usage(responses),
+            }
+
+    return _sse(events(), on_close=lambda: [s.close() for s in opened])
+
+
+# ----------------------------------------------------------------------------- completions
+@bp.post("/completions")
+def completions() -> Response:
+    """Text completion for a prompt or a list of prompts; ``best_of`` keeps the likeliest."""
+    g.identity = require("write", "completions")
+    body = json_body(CompletionSchema())
+    if body.get("suffix"):
+        raise InvalidInput("suffix (insertion) is not supported by these models", details={"field": "suffix"})
+    prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
+    n, best_of = body["n"], body.get("best_of") or body["n"]
+    if best_of < n:
+        raise InvalidInput("best_of must be at least n", details={"field": "best_of"})
+    if body["stream"] and best_of != n:
+        raise InvalidInput("best_of cannot be used with stream", details={"field": "best_of"})
+    max_tokens = body.get("max_tokens") or COMPLETION_DEFAULT_MAX_TOKENS
+    logprobs = body.get("logprobs")
+    sample_logprobs = logprobs if logprobs is not None else (0 if best_of > n else None)
+    requests = [
+        _request(body, prompt=prompt, max_tokens=max_tokens, logprobs=sample_logprobs, index=p * best_of + i)
+        for p, prompt in enumerate(prompts)
+        for i in range(best_of)
+    ]
+    created, cid = int(time.time()), f"cmpl-{g.request_id}"
+    if body["stream"]:
+        return _stream_completions(requests, body, cid, created)
+    results = _run_all(requests)
+    choices = []
+    for p, prompt in enumerate(prompts):
+        candidates = results[p * best_of : (p + 1) * best_of]
+        if best_of > n:
+            candidates = sorted(candidates, key=lambda rc: -sum(c.logprob or 0.0 for c in rc[1]))[:n]
+        for response, chunks in candidates:
+            prefix = prompt if body["echo"] else ""
+            choices.append(
+                {
+                    "index": len(choices),
+                    "text": prefix + response.text,
+                    "logprobs": _completion_logprobs(chunks, len(prefix)) if logprobs is not None else None,
+                    "finish_reason": _finish(response.finish_reason),
+                }
+            )
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for p in range(len(prompts)):
+        part = _usage([r for r, _ in results[p * best_of : (p + 1) * best_of]])
+        usage = {k: usage[k] + part[k] for k in usage}
+    return jsonify(
+        {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": results[0][0].model,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": usage,
+        }
+    )
+
+
+def _stream_completions(requests: list[InferenceRequest], body: dict[str, Any], cid: str, created: int) -> Response:
+    kernel = get_kernel()
+    first = kernel.generate(requests[0])
+    opened = [first]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def frame(index: int, model: str, text: str, finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def events() -> Iterator[dict[str, Any]]:
+        responses = []
+        for index, request in enumerate(requests):
+            stream = first if index == 0 else kernel.generate(request)
+            if index:
+                opened.append(stream)
+            model = stream.model.spec.id
+            if body["echo"]:
+                yield frame(index, model, request.prompt)
+            for chunk in stream:
+                yield frame(index, model, chunk.text)
+            assert stream.response is not None
+            responses.append(stream.response)
+            yield frame(index, model, "", _finish(stream.response.finish_reason))
+        if include_usage:
+            yield {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": responses[0].model,
+                "choices": [],
+                "usage": _usage(responses),
+            }
+
+    return _sse(events(), on_close=lambda: [s.close() for s in opened])
+
+
+# ----------------------------------------------------------------------------- embeddings
+@bp.post("/embeddings")
+def embeddings() -> Response:
+    """Embeddings of a string, strings, or token arrays; ``float`` or ``base64`` encoded."""
+    require("write", "embeddings")
+    body = json_body(EmbeddingSchema())
+    kernel = get_kernel()
+    raw = body["input"]
+    items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
+    model_id = kernel.registry.resolve(body["model"]).id
+    if items and isinstance(items[0], list):
+        kernel.load_model(model_id)  # token arrays are read with the model's own vocabulary
+        model = kernel.registry.loaded()[model_id]
+        items = [model.detokenize(ids) for ids in items]
+    vectors = kernel.embed(model_id, items)
+    model = kernel.registry.loaded().get(model_id)
+    tokens = sum(model.count_tokens(t) for t in items) if model else 0
+    data = []
+    for index, vector in enumerate(vectors):
+        encoded: Any = vector
+        if body["encoding_format"] == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return jsonify(
+        {"object": "list", "data": data, "model": model_id, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    )
+
+
+# ----------------------------------------------------------------------------- models
+def _model_object(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    """Every known model, as the OpenAI API lists them."""
+    require("read", "models")
+    kernel = get_kernel()
+    created = int(kernel.started_at or time.time())
+    return jsonify({"object": "list", "data": [_model_object(s.id, created) for s in kernel.registry.specs()]})
+
+
+@bp.get("/models/<model_id>")
+def get_model(model_id: str) -> Response:
+    """One model; ``model_not_found`` (with the available ids) when it does not exist."""
+    require("read", "models")
+    kernel = get_kernel()
+    spec = kernel.registry.resolve(model_id)
+    return jsonify(_model_object(spec.id, int(kernel.started_at or time.time())))
+
+
+@bp.get("/models/<model_id>/status")
+def model_status(model_id: str) -> Response:
+    """``GET /v1/models/{id}/status``: load state, memory and live metrics."""
+    require("read", "models")
+    info = get_kernel().registry.describe(model_id)
+    state = get_kernel().registry.state(model_id)
+    perf = info["performance"]
+    return jsonify(
+        {
+            "id": info["id"],
+            "object": "model",
+            "status": info["status"],
+            "backend": info["backend"],
+            "memory_usage": info.get("memory_usage", 0),
+            "metrics": {
+                "total_requests": perf["total_requests"],
+                "avg_latency_ms": round(perf["avg_latency"] * 1000, 2),
+                "tokens_per_second": perf["tokens_per_second"],
+                "last_used": state.last_used or None,
+            },
+        }
+    )
+
+
+@bp.post("/models/<model_id>/load")
+def load_model(model_id: str) -> Response:
+    """Load a model (extension)."""
+    require("admin", "models")
+    body = json_body(ModelLoadV1Schema(), optional=True)
+    options = LoadOptions(prefer_gpu=body["prefer_gpu"], quantization=body.get("quantization"))
+    info = get_kernel().load_model(model_id, backend=body.get("backend"), options=options)
+    return jsonify(
+        {
+            "id": info["id"],
+            "object": "model",
+            "status": info["status"],
+            "backend": info["backend"],
+            "memory_usage": info.get("memory_usage", 0),
+            "load_time": info.get("load_time"),
+        }
+    )
+
+
+@bp.post("/models/<model_id>/unload")
+def unload_model(model_id: str) -> Response:
+    """Unload a model (extension)."""
+    require("admin", "models")
+    freed = get_kernel().unload_model(model_id)
+    return jsonify(
+        {
+            "id": get_kernel().registry.resolve(model_id).id,
+            "object": "model",
+            "status": "unloaded",
+            "freed_memory": freed,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- batch
+@bp.post("/batch")
+def batch() -> Response:
+    """Several chat requests at once, run concurrently (extension)."""
+    g.identity = require("write", "chat")
+    body = json_body(BatchSchema())
+    ids = [item["id"] for item in body["requests"]]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("request ids must be unique within a batch", details={"field": "requests"})
+    defaults = {"top_p": 1.0, "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    requests = [
+        _request(
+            {**defaults, **body},
+            messages=[{"role": m["role"], "content": m["content"]} for m in item["messages"]],
+            max_tokens=body["max_tokens"],
+            logprobs=None,
+            index=i,
+        )
+        for i, item in enumerate(body["requests"])
+    ]
+    created = int(time.time())
+    results = _run_all(requests)
+    responses = [
+        {
+            "id": item_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": response.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": response.text},
+                    "finish_reason": _finish(response.finish_reason),
+                }
+            ],
+            "usage": _usage([response]),
+        }
+        for item_id, (response, _) in zip(ids, results, strict=True)
+    ]
+    return jsonify({"object": "batch_completion", "responses": responses})

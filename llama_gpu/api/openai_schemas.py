@@ -1,0 +1,143 @@
+"""marshmallow schemas of the OpenAI-compatible API (``/v1``).
+
+Unknown fields are ignored, as the OpenAI API does for fields a server does not
+implement, so clients that send newer options keep working; every known field is typed
+and ranged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from .schemas import StrictBoolean, StrictFloat
+
+MAX_N = 16
+MAX_STOPS = 4
+
+
+class _Lenient(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class StopField(fields.Field):
+    """``stop``: a string or a list of up to four strings."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and len(value) <= MAX_STOPS and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ValidationError(f"stop must be a string or a list of at most {MAX_STOPS} strings")
+
+
+class MessageSchema(_Lenient):
+    """One chat message."""
+
+    role = fields.String(required=True, validate=validate.OneOf(["system", "user", "assistant", "tool", "developer"]))
+    content = fields.String(required=True, allow_none=False)
+    name = fields.String()
+
+
+class StreamOptionsSchema(_Lenient):
+    """``stream_options``."""
+
+    include_usage = StrictBoolean(load_default=False)
+
+
+class ResponseFormatSchema(_Lenient):
+    """``response_format``."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["text", "json_object"]))
+
+
+class _Sampling(_Lenient):
+    model = fields.String(required=True, validate=validate.Length(1, 200))
+    max_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 1_000_000))
+    temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
+    top_p = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+    n = fields.Integer(strict=True, load_default=1, validate=validate.Range(1, MAX_N))
+    stream = StrictBoolean(load_default=False)
+    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    stop = StopField(load_default=list)
+    presence_penalty = StrictFloat(load_default=0.0, validate=validate.Range(-2.0, 2.0))
+    frequency_penalty = StrictFloat(load_default=0.0, validate=validate.Range(-2.0, 2.0))
+    seed = fields.Integer(strict=True, allow_none=True, validate=validate.Range(-(2**63), 2**63 - 1))
+    user = fields.String(validate=validate.Length(max=256))
+
+
+class ChatCompletionSchema(_Sampling):
+    """Body of ``POST /v1/chat/completions``."""
+
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1, max=1000))
+    max_completion_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 1_000_000))
+    logprobs = StrictBoolean(load_default=False)
+    top_logprobs = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, 20))
+    response_format = fields.Nested(ResponseFormatSchema, allow_none=True)
+
+
+class CompletionSchema(_Sampling):
+    """Body of ``POST /v1/completions``."""
+
+    prompt = fields.Raw(required=True)
+    best_of = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_N))
+    logprobs = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, 5))
+    echo = StrictBoolean(load_default=False)
+    suffix = fields.String(allow_none=True)
+
+    @validates("prompt")
+    def _prompt(self, value: Any, **_: Any) -> None:
+        if isinstance(value, str):
+            return
+        if isinstance(value, list) and 0 < len(value) <= 64 and all(isinstance(v, str) for v in value):
+            return
+        raise ValidationError("prompt must be a string or a non-empty list of at most 64 strings")
+
+
+class EmbeddingSchema(_Lenient):
+    """Body of ``POST /v1/embeddings``."""
+
+    model = fields.String(required=True, validate=validate.Length(1, 200))
+    input = fields.Raw(required=True)
+    encoding_format = fields.String(load_default="float", validate=validate.OneOf(["float", "base64"]))
+    user = fields.String(validate=validate.Length(max=256))
+
+    @validates("input")
+    def _input(self, value: Any, **_: Any) -> None:
+        def tokens(v: Any) -> bool:
+            return isinstance(v, list) and len(v) > 0 and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+        if isinstance(value, str) or tokens(value):
+            return
+        listed = isinstance(value, list) and 0 < len(value) <= 2048
+        if listed and (all(isinstance(v, str) for v in value) or all(tokens(v) for v in value)):
+            return
+        raise ValidationError("input must be a string, a list of strings, a token array or a list of token arrays")
+
+
+class BatchItemSchema(_Lenient):
+    """One request of ``POST /v1/batch``."""
+
+    id = fields.String(required=True, validate=validate.Length(1, 128))
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1, max=1000))
+
+
+class BatchSchema(_Lenient):
+    """Body of ``POST /v1/batch``."""
+
+    model = fields.String(required=True, validate=validate.Length(1, 200))
+    requests = fields.List(fields.Nested(BatchItemSchema), required=True, validate=validate.Length(1, 64))
+    max_tokens = fields.Integer(strict=True, load_default=256, validate=validate.Range(1, 1_000_000))
+    temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
+
+
+class ModelLoadV1Schema(_Lenient):
+    """Body of ``POST /v1/models/{id}/load`` (optional)."""
+
+    backend = fields.String(validate=validate.Length(1, 50))
+    quantization = fields.String(validate=validate.Length(1, 20))
+    prefer_gpu = StrictBoolean(load_default=True)

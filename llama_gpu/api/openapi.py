@@ -1,0 +1,168 @@
+"""The OpenAPI 3 document, generated from the marshmallow schemas, and its browsable page.
+
+``GET /api/v1/openapi.json`` serves the document; ``GET /api/v1/docs`` a Swagger UI page
+whose assets come from the ``swagger-ui-bundle`` package (served locally, no CDN). Every
+route of the app is described in :data:`OPERATIONS`; a test checks none is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
+from marshmallow import Schema
+
+from .. import __version__
+from . import openai_schemas as oa
+from . import schemas as native
+
+bp = Blueprint("openapi", __name__)
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _obj(*required: str) -> dict[str, Any]:
+    return {"type": "object", "required": list(required)}
+
+
+#: Flask endpoint → (summary, request body schema, 200 body as JSON schema, streams SSE).
+OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
+    "health.health": ("Liveness", None, _obj("status", "version", "uptime"), False),
+    "health.ready": ("Readiness (503 while no model can serve)", None, _obj("status"), False),
+    "plugins.list_plugins": (
+        "List plugins",
+        None,
+        _obj("success", "plugins", "total_plugins", "loaded_plugins"),
+        False,
+    ),
+    "plugins.load_plugin": (
+        "Load an installed plugin",
+        native.PluginLoadSchema,
+        _obj("success", "message", "plugin"),
+        False,
+    ),
+    "plugins.unload_plugin": ("Unload a plugin", None, _obj("success", "message", "plugin_id"), False),
+    "plugins.configure_plugin": ("Configure a plugin", native.PluginConfigureSchema, _obj("success", "config"), False),
+    "models.list_models": ("List models", None, _obj("success", "models", "total_models", "loaded_models"), False),
+    "models.get_model": ("Describe a model", None, _obj("success", "model"), False),
+    "models.load_model": ("Load a model", native.ModelLoadSchema, _obj("success", "message", "model"), False),
+    "models.unload_model": ("Unload a model", None, _obj("success", "message", "freed_memory"), False),
+    "infer.infer": ("Generate text", native.InferSchema, _obj("success", "result", "metadata"), True),
+    "infer.stream_infer": ("Generate text as Server-Sent Events", native.StreamInferSchema, _OBJECT, True),
+    "infer.batch_infer": (
+        "Generate for several inputs",
+        native.BatchInferSchema,
+        _obj("success", "results", "metadata"),
+        False,
+    ),
+    "aliases.generate": ("Generate (seed alias)", native.GenerateSchema, _obj("text", "usage", "latency"), True),
+    "aliases.generate_stream": ("Generate as Server-Sent Events (seed alias)", native.GenerateSchema, _OBJECT, True),
+    "aliases.batch_generate": (
+        "Generate for several prompts (seed alias)",
+        native.BatchGenerateSchema,
+        _obj("results"),
+        False,
+    ),
+    "openai.chat_completions": (
+        "OpenAI chat completions",
+        oa.ChatCompletionSchema,
+        _obj("id", "object", "choices"),
+        True,
+    ),
+    "openai.completions": ("OpenAI completions", oa.CompletionSchema, _obj("id", "object", "choices"), True),
+    "openai.embeddings": ("OpenAI embeddings", oa.EmbeddingSchema, _obj("object", "data", "model", "usage"), False),
+    "openai.list_models": ("OpenAI model list", None, _obj("object", "data"), False),
+    "openai.get_model": ("OpenAI model", None, _obj("id", "object"), False),
+    "openai.model_status": ("Model status (extension)", None, _obj("id", "status", "metrics"), False),
+    "openai.load_model": ("Load a model (extension)", oa.ModelLoadV1Schema, _obj("id", "status"), False),
+    "openai.unload_model": ("Unload a model (extension)", None, _obj("id", "status"), False),
+    "openai.batch": ("Batch of chat requests (extension)", oa.BatchSchema, _obj("object", "responses"), False),
+    "openapi.document": ("This document", None, _obj("openapi", "paths"), False),
+    "openapi.docs": ("Browsable API documentation", None, {}, False),
+}
+
+NATIVE_ERROR = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {"success": {"type": "boolean"}, "error": _obj("code", "message", "details")},
+}
+OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _obj("type", "code", "message")}}
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of every documented route of ``app``."""
+    spec = APISpec(
+        title="LLaMA GPU",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Native API (/api/v1) and OpenAI-compatible API (/v1)."},
+    )
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        entry = OPERATIONS.get(rule.endpoint)
+        if entry is None:
+            continue
+        summary, body, success, streams = entry
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}
+            for name in rule.arguments
+        ]
+        error = {"content": {"application/json": {"schema": OPENAI_ERROR if path.startswith("/v1/") else NATIVE_ERROR}}}
+        content: dict[str, Any] = {"application/json": {"schema": success}} if success else {"text/html": {}}
+        if streams:
+            content["text/event-stream"] = {"schema": {}}  # JSON events (and OpenAI's [DONE])
+        operations = {}
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation: dict[str, Any] = {
+                "summary": summary,
+                "operationId": f"{rule.endpoint}.{method.lower()}",
+                "tags": [rule.endpoint.split(".")[0]],
+                "parameters": params,
+                "responses": {
+                    "200": {"description": "OK", "content": content},
+                    "default": {"description": "Error", **error},
+                },
+            }
+            if rule.endpoint == "health.ready":
+                operation["responses"]["503"] = {
+                    "description": "Not ready",
+                    "content": {"application/json": {"schema": _obj("status")}},
+                }
+            if body is not None:
+                operation["requestBody"] = {
+                    "required": method != "POST" or not rule.endpoint.endswith(("load_model", "load_plugin")),
+                    "content": {"application/json": {"schema": body}},
+                }
+            operations[method.lower()] = operation
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+@bp.get("/api/v1/openapi.json")
+def document() -> Response:
+    """The OpenAPI document."""
+    return jsonify(build_spec(current_app))
+
+
+@bp.get("/api/v1/docs")
+def docs() -> Response:
+    """Swagger UI over the document, with local assets."""
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>LLaMA GPU API</title>"
+        "<link rel='stylesheet' href='/api/v1/docs/assets/swagger-ui.css'></head><body><div id='ui'></div>"
+        "<script src='/api/v1/docs/assets/swagger-ui-bundle.js'></script>"
+        "<script>SwaggerUIBundle({url: '/api/v1/openapi.json', dom_id: '#ui'});</script></body></html>"
+    )
+    return Response(page, mimetype="text/html")
+
+
+@bp.get("/api/v1/docs/assets/<name>")
+def assets(name: str) -> Response:
+    """Swagger UI's files, from the installed package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(swagger_ui_path, name)
