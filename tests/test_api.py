@@ -144,3 +144,14 @@ def test_unexpected_errors_are_a_500_envelope_without_internals(client: FlaskCli
         "details": {},
     }
     assert kernel.inflight == 0
+
+
+def test_openai_stream_cancels_when_the_client_leaves(client: FlaskClient, kernel: Kernel, recorder) -> None:  # type: ignore[no-untyped-def]
+    kernel.configure_plugin("echo", {"settings": {"token_delay": 0.02}})
+    body = {"model": "echo", "prompt": " ".join(["word"] * 200), "max_tokens": 200, "stream": True}
+    response = client.post("/v1/completions", json=body, buffered=False)
+    first = next(iter(response.response))
+    assert first.startswith(b"data: {")
+    response.close()
+    assert kernel.inflight == 0
+    assert recorder.wait_for("inference_failed", reason="cancelled").data["model"] == "echo"

@@ -207,22 +207,36 @@ def chat_completions() -> Response:
 
 
 def _stream_chat(requests: list[InferenceRequest], body: dict[str, Any], cid: str, created: int) -> Response:
+    head = {"id": cid, "object": "chat.completion.chunk", "created": created, "system_fingerprint": None}
+
+    def choice(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+    return _stream_choices(
+        requests,
+        head,
+        body,
+        start=lambda i, _request: [choice(i, {"role": "assistant", "content": ""})],
+        chunk=lambda i, request, c: choice(
+            i, {"content": c.text}, logprobs=_chat_logprobs([c]) if request.logprobs is not None else None
+        ),
+        finish=lambda i, reason: choice(i, {}, reason),
+    )
+
+
+def _stream_choices(
+    requests: list[InferenceRequest],
+    head: dict[str, Any],
+    body: dict[str, Any],
+    *,
+    start: Callable[[int, InferenceRequest], list[dict[str, Any]]],
+    chunk: Callable[[int, InferenceRequest, Chunk], dict[str, Any]],
+    finish: Callable[[int, str], dict[str, Any]],
+) -> Response:
+    """Stream the choices one after another as OpenAI frames them; ``include_usage`` adds a last frame."""
     kernel = get_kernel()
     first = kernel.generate(requests[0])  # refusals (bad input, unknown model) answer before streaming
     opened = [first]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-    def frame(
-        index: int, model: str, delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        return {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        }
 
     def events() -> Iterator[dict[str, Any]]:
         responses = []
@@ -231,23 +245,15 @@ def _stream_chat(requests: list[InferenceRequest], body: dict[str, Any], cid: st
             if index:
                 opened.append(stream)
             model = stream.model.spec.id
-            yield frame(index, model, {"role": "assistant", "content": ""})
-            for chunk in stream:
-                lp = _chat_logprobs([chunk]) if request.logprobs is not None else None
-                yield frame(index, model, {"content": chunk.text}, logprobs=lp)
+            for opening in start(index, request):
+                yield {**head, "model": model, "choices": [opening]}
+            for item in stream:
+                yield {**head, "model": model, "choices": [chunk(index, request, item)]}
             assert stream.response is not None
             responses.append(stream.response)
-            yield frame(index, model, {}, _finish(stream.response.finish_reason))
-        if include_usage:
-            yield {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": responses[0].model,
-                "system_fingerprint": None,
-                "choices": [],
-                "usage": _usage(responses),
-            }
+            yield {**head, "model": model, "choices": [finish(index, _finish(stream.response.finish_reason))]}
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield {**head, "model": responses[0].model, "choices": [], "usage": _usage(responses)}
 
     return _sse(events(), on_close=lambda: [s.close() for s in opened])
 
@@ -311,45 +317,19 @@ def completions() -> Response:
 
 
 def _stream_completions(requests: list[InferenceRequest], body: dict[str, Any], cid: str, created: int) -> Response:
-    kernel = get_kernel()
-    first = kernel.generate(requests[0])
-    opened = [first]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    head = {"id": cid, "object": "text_completion", "created": created}
 
-    def frame(index: int, model: str, text: str, finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
-        }
+    def choice(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
 
-    def events() -> Iterator[dict[str, Any]]:
-        responses = []
-        for index, request in enumerate(requests):
-            stream = first if index == 0 else kernel.generate(request)
-            if index:
-                opened.append(stream)
-            model = stream.model.spec.id
-            if body["echo"]:
-                yield frame(index, model, request.prompt)
-            for chunk in stream:
-                yield frame(index, model, chunk.text)
-            assert stream.response is not None
-            responses.append(stream.response)
-            yield frame(index, model, "", _finish(stream.response.finish_reason))
-        if include_usage:
-            yield {
-                "id": cid,
-                "object": "text_completion",
-                "created": created,
-                "model": responses[0].model,
-                "choices": [],
-                "usage": _usage(responses),
-            }
-
-    return _sse(events(), on_close=lambda: [s.close() for s in opened])
+    return _stream_choices(
+        requests,
+        head,
+        body,
+        start=lambda i, request: [choice(i, request.prompt)] if body["echo"] else [],
+        chunk=lambda i, _request, c: choice(i, c.text),
+        finish=lambda i, reason: choice(i, "", reason),
+    )
 
 
 # ----------------------------------------------------------------------------- embeddings
