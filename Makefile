@@ -30,12 +30,12 @@ test: $(VENV)/.all lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check llama_gpu tests examples
-	$(BIN)/ruff format --check llama_gpu tests examples
+	$(BIN)/ruff check llama_gpu tests examples scripts
+	$(BIN)/ruff format --check llama_gpu tests examples scripts
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix llama_gpu tests examples
-	$(BIN)/ruff format llama_gpu tests examples
+	$(BIN)/ruff check --fix llama_gpu tests examples scripts
+	$(BIN)/ruff format llama_gpu tests examples scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
