@@ -13,7 +13,7 @@ This module is the stable surface for plugin authors::
 """
 
 from . import errors
-from .kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from .kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec, Sequence
 from .kernel.config import Settings
 from .kernel.hookspecs import hookimpl, hookspec
 from .kernel.kernel import Kernel, KernelState
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "BatchRunner",
     "Chunk",
     "Credentials",
     "Event",
@@ -44,6 +45,7 @@ __all__ = [
     "LoadedModel",
     "ModelSpec",
     "PluginInfo",
+    "Sequence",
     "Settings",
     "__version__",
     "errors",

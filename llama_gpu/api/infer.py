@@ -1,4 +1,4 @@
-"""Native inference: ``/api/v1/infer``, ``stream_infer``, ``batch_infer``, and the seed aliases.
+"""Native inference: ``/api/v1/infer``, ``stream_infer``, ``batch_infer``, cancelling, and the seed aliases.
 
 ``bp`` serves the native routes; ``aliases_bp`` serves ``/api/v1/generate``,
 ``/api/v1/generate/stream`` and ``/api/v1/batch/generate`` on the same kernel. Batches run
@@ -67,6 +67,14 @@ def infer() -> Response:
             },
         }
     )
+
+
+@bp.delete("/requests/<request_id>")
+def cancel_request(request_id: str) -> Response:
+    """Cancel a running or queued request: its sequence is freed at the engine's next step."""
+    identity = require("write", "requests")
+    cancelled = get_kernel().cancel_request(request_id, identity)
+    return jsonify({"success": True, "request_id": request_id, "cancelled": cancelled})
 
 
 def _sse_events(stream: InferenceStream) -> Iterator[dict[str, object]]:

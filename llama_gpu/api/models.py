@@ -105,6 +105,7 @@ def get_model(model_id: str) -> Response:
     )
     if info["loaded"]:
         model["runtime"] = info["runtime"]
+        model["engine"] = info.get("engine")
     return jsonify({"success": True, "model": model})
 
 

@@ -51,6 +51,12 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
     "models.load_model": ("Load a model", native.ModelLoadSchema, _obj("success", "message", "model"), False),
     "models.unload_model": ("Unload a model", None, _obj("success", "message", "freed_memory"), False),
     "infer.infer": ("Generate text", native.InferSchema, _obj("success", "result", "metadata"), True),
+    "infer.cancel_request": (
+        "Cancel a running or queued request (its own key, or an admin)",
+        None,
+        _obj("success", "request_id", "cancelled"),
+        False,
+    ),
     "infer.stream_infer": ("Generate text as Server-Sent Events", native.StreamInferSchema, _OBJECT, True),
     "infer.batch_infer": (
         "Generate for several inputs",

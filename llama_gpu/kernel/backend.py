@@ -1,9 +1,10 @@
 """What a model backend implements.
 
 A backend plugin registers :class:`Backend` instances through ``register_backends``. A
-backend knows how to turn a :class:`ModelSpec` into a :class:`LoadedModel`; a loaded
-model generates tokens for one request at a time (the serving engine decides how many
-requests share it).
+backend knows how to turn a :class:`ModelSpec` into a :class:`LoadedModel`. A loaded model
+generates tokens for one request (``generate``); a model that can batch also gives the
+serving engine a :class:`BatchRunner`, which steps several sequences together. Models
+without one are served one request at a time through :class:`SerialRunner`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,100 @@ class GeneratedToken:
     finish_reason: str | None = None
 
 
+@dataclasses.dataclass(eq=False)
+class Sequence:
+    """One request inside a :class:`BatchRunner` (compared by identity)."""
+
+    request: InferenceRequest
+    #: Prompt token ids, set by ``BatchRunner.prepare`` when the backend tokenizes up front.
+    prompt: list[int] | None = None
+    #: The backend's own per-sequence state.
+    state: Any = None
+
+
+class BatchRunner(abc.ABC):
+    """Steps the sequences of one model together; driven by the model's engine thread.
+
+    ``prepare`` runs in the request's thread (it may refuse the request); every other
+    method runs on the engine thread only, so implementations need no locks of their own
+    against each other.
+    """
+
+    #: Sequences that can be active at once.
+    max_sequences: int = 1
+
+    def prepare(self, seq: Sequence) -> None:  # noqa: B027 - optional: nothing to check by default
+        """Check and tokenize ``seq.request``; raise :class:`InvalidInput` to refuse it."""
+
+    def can_admit(self, active: int) -> bool:
+        """Whether one more sequence can join now, with ``active`` sequences running."""
+        return active < self.max_sequences
+
+    @abc.abstractmethod
+    def admit(self, seq: Sequence) -> None:
+        """Add a prepared sequence; it takes part from the next ``step``."""
+
+    @abc.abstractmethod
+    def step(self) -> list[tuple[Sequence, list[GeneratedToken]]]:
+        """Run one decode step for every active sequence; return each one's new tokens.
+
+        A list that ends with a ``finish_reason`` ends its sequence: the runner has
+        already released it.
+        """
+
+    @abc.abstractmethod
+    def drop(self, seq: Sequence) -> None:
+        """Remove an active sequence that has not finished (cancelled or failed) and free it."""
+
+    def stats(self) -> dict[str, float]:
+        """Figures of the last step (``batch_tokens``, ``decode_seconds``…)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the runner holds; called once when the engine stops."""
+
+
+class SerialRunner(BatchRunner):
+    """Serves a model one request at a time through its ``generate``, a token per step."""
+
+    max_sequences = 1
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self._seq: Sequence | None = None
+        self._tokens: Iterator[GeneratedToken] | None = None
+        self._produced = 0
+
+    def admit(self, seq: Sequence) -> None:
+        """Start generating for ``seq``."""
+        self._seq, self._tokens, self._produced = seq, self._model.generate(seq.request), 0
+
+    def step(self) -> list[tuple[Sequence, list[GeneratedToken]]]:
+        """The next token of the running request (and its end)."""
+        seq, tokens = self._seq, self._tokens
+        if seq is None or tokens is None:
+            return []
+        try:
+            token = next(tokens, None)
+        except BaseException:
+            self.drop(seq)
+            raise
+        if token is None:  # a generator that ends without a marker: say why it ended
+            self.drop(seq)
+            reason = "length" if self._produced >= seq.request.max_tokens else "stop"
+            return [(seq, [GeneratedToken(text="", finish_reason=reason)])]
+        self._produced += token.token_id is not None
+        if token.finish_reason is not None:
+            self.drop(seq)
+        return [(seq, [token])]
+
+    def drop(self, seq: Sequence) -> None:
+        """Close the generation (the model releases its lock)."""
+        if self._tokens is not None:
+            self._tokens.close()
+        self._seq = self._tokens = None
+
+
 class LoadedModel(abc.ABC):
     """A model in memory, ready to generate.
 
@@ -131,6 +226,14 @@ class LoadedModel(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Live facts about the loaded model (device, context…) for model info."""
         return {"device": self.device}
+
+    def batch_runner(self, parallel: int) -> BatchRunner:
+        """The runner the serving engine drives, for up to ``parallel`` sequences.
+
+        The default serves one request at a time through ``generate``; backends that
+        batch return their own.
+        """
+        return SerialRunner(self)
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free the model's memory; called once on unload."""

@@ -59,6 +59,12 @@ class Settings:
     max_tokens_limit: int = 8192
     #: Largest request body, in bytes.
     max_body_size: int = 4 * 1024 * 1024
+    #: Sequences one model decodes together (continuous batching); each gets its own context.
+    parallel: int = 8
+    #: Requests that may wait per model beyond those running; more are refused at once (503).
+    max_queue: int = 64
+    #: Seconds a request may wait in a model's queue before it is refused (0: no limit).
+    queue_timeout: float = 60.0
     #: Seconds ``stop()`` waits for running requests before shutting down anyway.
     drain_timeout: float = 30.0
     #: Events buffered per subscriber before new ones are dropped for it.
@@ -104,6 +110,7 @@ class Settings:
             "max_body_size",
             "event_queue_size",
             "max_loaded_models",
+            "parallel",
         )
         for name in positive:
             value = getattr(self, name)
@@ -116,6 +123,10 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
         if self.memory_limit < 0:
             raise ConfigurationError(f"{ENV_PREFIX}MEMORY_LIMIT must be >= 0 bytes, got {self.memory_limit}")
+        if not isinstance(self.max_queue, int) or isinstance(self.max_queue, bool) or self.max_queue < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_QUEUE must be an integer >= 0, got {self.max_queue!r}")
+        if self.queue_timeout < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}QUEUE_TIMEOUT must be >= 0, got {self.queue_timeout}")
         if self.drain_timeout < 0:
             raise ConfigurationError(f"{ENV_PREFIX}DRAIN_TIMEOUT must be >= 0, got {self.drain_timeout}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

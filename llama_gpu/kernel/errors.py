@@ -32,6 +32,7 @@ __all__ = [
     "PluginNotFound",
     "PluginNotLoaded",
     "RateLimitExceeded",
+    "RequestCancelled",
     "ServerOverloaded",
     "ServiceUnavailable",
     "UnsupportedMediaType",
@@ -121,6 +122,12 @@ class ModelNotLoaded(Conflict):
     """The model exists but is not loaded."""
 
     code = "MODEL_NOT_LOADED"
+
+
+class RequestCancelled(Conflict):
+    """The request was cancelled (``DELETE /api/v1/requests/{id}``) before it finished."""
+
+    code = "REQUEST_CANCELLED"
 
 
 class PayloadTooLarge(LlamaGPUError):

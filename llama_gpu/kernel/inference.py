@@ -1,24 +1,27 @@
-"""One request through the pipeline: model, filters, chunk filters, response filters, events.
+"""One request through the pipeline: model, filters, engine queue, chunk filters, response filters, events.
 
 The model is acquired first (loaded on demand when ``LLAMA_GPU_AUTOLOAD`` is on) so that
 chat messages are rendered with its template before ``prepare_request`` filters see the
-prompt.
+prompt; then the request joins the model's engine queue (:mod:`.scheduler`).
 
 ``start_inference`` does everything that can refuse a request (draining, filters, an
-unknown model) before it returns, so an HTTP layer can still answer with a 4xx; the
-returned :class:`InferenceStream` then yields chunks. Per-token work touches no event
-bus and no database: one event when a request starts and one when it ends.
+unknown model, a prompt too long, a full queue) before it returns, so an HTTP layer can
+still answer with a 4xx or 503; the returned :class:`InferenceStream` then yields chunks
+as the engine produces them. Per-token work touches no event bus and no database: one
+event when a request starts and one when it ends.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .backend import LoadedModel
-from .errors import InferenceFailed, LlamaGPUError
-from .types import Chunk, InferenceRequest, InferenceResponse
+from .errors import InferenceFailed, LlamaGPUError, NotFound
+from .scheduler import Job
+from .types import Chunk, Identity, InferenceRequest, InferenceResponse
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -27,9 +30,10 @@ if TYPE_CHECKING:
 class InferenceStream:
     """The chunks of one request; ``response`` is set once they are all consumed."""
 
-    def __init__(self, kernel: Kernel, request: InferenceRequest, model: LoadedModel) -> None:
+    def __init__(self, kernel: Kernel, request: InferenceRequest, model: LoadedModel, job: Job) -> None:
         self.request = request
         self.model = model
+        self.job = job
         self.response: InferenceResponse | None = None
         self._kernel = kernel
         self._gen = self._run()
@@ -49,9 +53,10 @@ class InferenceStream:
         return self.response
 
     def close(self) -> None:
-        """Cancel: stop generating at the next token and release the request."""
+        """Cancel: the engine frees the sequence at its next step, and the request is released."""
         if self._closed:
             return
+        self.job.cancel()
         if self._started:
             self._gen.close()  # runs _run's GeneratorExit branch, which finishes the request
         else:
@@ -60,6 +65,7 @@ class InferenceStream:
 
     def _finish(self, ok: bool, tokens: int, reason: str, error: LlamaGPUError | None = None) -> None:
         self._closed = True
+        self._kernel.requests.remove(self)
         seconds = self.response.inference_time if self.response else time.perf_counter() - self._admitted
         self._kernel.registry.release(
             self.model.spec.id, tokens=tokens, seconds=seconds, ok=ok, keep_alive=self.request.keep_alive
@@ -80,14 +86,14 @@ class InferenceStream:
 
     def _run(self) -> Generator[Chunk, None, InferenceResponse]:
         kernel, request, model = self._kernel, self.request, self.model
-        start = time.perf_counter()
+        start = self.job.submitted  # timings include the time spent in the queue
         first: float | None = None
         texts: list[str] = []
         count = 0
         finish: str | None = None
         position = 0
         try:
-            for token in model.generate(request):
+            for token in self.job.tokens():
                 finish = token.finish_reason or finish
                 if token.token_id is not None:
                     count += 1  # a marker without a token id (end of stream, flushed text) is no token
@@ -112,14 +118,18 @@ class InferenceStream:
                 model=model.spec.id,
                 backend=model.spec.backend,
                 text="".join(texts),
-                prompt_tokens=model.count_tokens(request.prompt),
+                prompt_tokens=self.job.prompt_tokens
+                if self.job.prompt_tokens is not None
+                else model.count_tokens(request.prompt),
                 completion_tokens=count,
                 finish_reason=finish or ("length" if count >= request.max_tokens else "stop"),
                 inference_time=time.perf_counter() - start,
                 time_to_first_token=first,
+                queue_time=(self.job.admitted or time.perf_counter()) - self.job.submitted,
             )
             kernel.run_pipeline("process_response", request=request, response=response)
         except GeneratorExit:
+            self.job.cancel()
             self._finish(ok=False, tokens=count, reason="cancelled")
             raise
         except LlamaGPUError as exc:
@@ -145,6 +155,7 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
         if request.messages is not None:
             request.prompt = model.render_chat(request.messages)
         kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
+        job = kernel.registry.engine(model.spec.id).submit(request)
     except BaseException as exc:
         if model is not None:
             kernel.registry.release(model.spec.id, tokens=0, seconds=0.0, ok=False, keep_alive=request.keep_alive)
@@ -168,4 +179,55 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
             "endpoint": request.endpoint,
         },
     )
-    return InferenceStream(kernel, request, model)
+    stream = InferenceStream(kernel, request, model, job)
+    kernel.requests.add(stream)
+    return stream
+
+
+class RunningRequests:
+    """The requests in flight, by request id, so that they can be cancelled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: dict[str, list[InferenceStream]] = {}
+
+    def add(self, stream: InferenceStream) -> None:
+        """Track ``stream`` until it finishes."""
+        with self._lock:
+            self._streams.setdefault(stream.request.id, []).append(stream)
+
+    def remove(self, stream: InferenceStream) -> None:
+        """Stop tracking ``stream``."""
+        with self._lock:
+            streams = self._streams.get(stream.request.id, [])
+            if stream in streams:
+                streams.remove(stream)
+            if not streams:
+                self._streams.pop(stream.request.id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(map(len, self._streams.values()))
+
+    def cancel(self, request_id: str, identity: Identity | None) -> int:
+        """Cancel the requests with ``request_id`` that ``identity`` owns (an admin: any).
+
+        Returns how many were cancelled; NOT_FOUND when there is none the caller may see,
+        so that request ids of other keys are not revealed.
+        """
+        with self._lock:
+            streams = [s for s in self._streams.get(request_id, []) if _may_cancel(identity, s.request)]
+        if not streams:
+            raise NotFound(f"no running request {request_id!r}", details={"request_id": request_id})
+        for stream in streams:
+            stream.job.cancel()  # the engine ends it; its reader gets REQUEST_CANCELLED
+        return len(streams)
+
+
+def _may_cancel(identity: Identity | None, request: InferenceRequest) -> bool:
+    if identity is None:
+        return False
+    if identity.has("admin"):
+        return True
+    owner = request.identity
+    return owner is not None and owner.kind == identity.kind and owner.id == identity.id

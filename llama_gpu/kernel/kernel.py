@@ -35,7 +35,7 @@ from .errors import (
     ServiceUnavailable,
 )
 from .events import EventBus, Subscription
-from .inference import InferenceStream, start_inference
+from .inference import InferenceStream, RunningRequests, start_inference
 from .manager import (
     STATUS_AVAILABLE,
     STATUS_DISABLED,
@@ -84,6 +84,8 @@ class Kernel:
         self.started_at: float | None = None
         self.stats: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "tokens": 0}
         self._inflight = 0
+        #: Requests in flight by id (for ``DELETE /api/v1/requests/{id}``).
+        self.requests = RunningRequests()
         self._cond = threading.Condition()
         self._owned: dict[str, list[tuple[str, str]]] = {}
         self._commands: dict[str, Any] = {}
@@ -538,6 +540,10 @@ class Kernel:
         Refusals (bad input, unknown model, draining) raise here, before any output.
         """
         return start_inference(self, request)
+
+    def cancel_request(self, request_id: str, identity: Identity | None) -> int:
+        """Cancel a running or queued request of ``identity`` (any, for an admin)."""
+        return self.requests.cancel(request_id, identity)
 
     def complete(self, request: InferenceRequest) -> Any:
         """Serve ``request`` to the end and return its :class:`InferenceResponse`."""

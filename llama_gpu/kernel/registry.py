@@ -29,6 +29,7 @@ from .errors import (
     ModelNotLoaded,
     ServerOverloaded,
 )
+from .scheduler import Engine
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class ModelState:
     spec: ModelSpec
     owner: str
     model: LoadedModel | None = None
+    #: The engine serving ``model`` (set while it is loaded).
+    engine: Engine | None = None
     status: str = "unloaded"  # unloaded | loading | loaded | failed
     error: str | None = None
     options: LoadOptions | None = None
@@ -170,6 +173,14 @@ class ModelRegistry:
                 )
             self.load(state.spec.id)
 
+    def engine(self, model_id: str) -> Engine:
+        """The engine of a loaded model (acquired first)."""
+        state = self.state(model_id)
+        engine = state.engine
+        if engine is None:
+            raise ModelNotLoaded(f"model {model_id!r} was unloaded", details={"model": model_id})
+        return engine
+
     def release(self, model_id: str, *, tokens: int, seconds: float, ok: bool, keep_alive: float | None) -> None:
         """Record a finished request and restart the model's keep-alive clock."""
         with self._lock:
@@ -215,6 +226,7 @@ class ModelRegistry:
             try:
                 path = spec.locate(self._progress(spec, start, eta)) if spec.locate else spec.path
                 model = chosen.load(spec, path, options)
+                engine = self._start_engine(spec, model)
             except Exception as exc:
                 state.status = "failed"
                 error = (
@@ -232,7 +244,7 @@ class ModelRegistry:
                     raise
                 raise error from exc
             with self._lock:
-                state.model, state.options, state.status = model, options, "loaded"
+                state.model, state.engine, state.options, state.status = model, engine, options, "loaded"
                 state.load_time = time.perf_counter() - start
                 state.loaded_at = state.last_used = time.time()
                 state.expires_at = None if self.settings.keep_alive < 0 else state.loaded_at + self.settings.keep_alive
@@ -246,6 +258,14 @@ class ModelRegistry:
                 device=model.device,
             )
             return state
+
+    def _start_engine(self, spec: ModelSpec, model: LoadedModel) -> Engine:
+        try:
+            runner = model.batch_runner(self.settings.parallel)
+            return Engine(spec.id, runner, max_queue=self.settings.max_queue, queue_timeout=self.settings.queue_timeout)
+        except BaseException:
+            model.close()
+            raise
 
     def _choose_backend(
         self, spec: ModelSpec, requested: str | None, options: LoadOptions
@@ -334,8 +354,13 @@ class ModelRegistry:
             if state is None or model is None:
                 return 0
             freed = model.memory_bytes
-            state.model, state.status, state.expires_at = None, "unloaded", None
+            engine = state.engine
+            state.model, state.engine, state.status, state.expires_at = None, None, "unloaded", None
         try:
+            if engine is not None:
+                engine.stop(
+                    reason="the server shut down" if reason == "shutdown" else f"the model was unloaded ({reason})"
+                )
             model.close()
         except Exception:
             log.exception("closing model %s failed", model_id)
@@ -403,6 +428,8 @@ class ModelRegistry:
         }
         if model is not None:
             info.update(memory_usage=model.memory_bytes, load_time=state.load_time, runtime=model.describe())
+            if state.engine is not None:
+                info["engine"] = state.engine.stats()
         else:
             backend = self._backends.get(spec.backend)
             options = state.options or LoadOptions()

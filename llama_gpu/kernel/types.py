@@ -81,10 +81,12 @@ class InferenceResponse:
     completion_tokens: int = 0
     #: ``stop`` (natural end or stop sequence), ``length`` (max_tokens) or ``cancelled``.
     finish_reason: str = "stop"
-    #: Seconds from the start of generation to its end.
+    #: Seconds from admission (time in the queue included) to the end of generation.
     inference_time: float = 0.0
     #: Seconds to the first chunk.
     time_to_first_token: float | None = None
+    #: Seconds the request waited in the engine's queue before its sequence started.
+    queue_time: float | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -3,7 +3,8 @@
 It "generates" the prompt back word by word (or reversed, or upper-cased), one token per
 word with its leading whitespace, up to ``max_tokens``. Settings: ``mode``
 (``echo`` | ``reverse`` | ``upper``) and ``token_delay`` (seconds slept per token, to
-exercise streaming, draining and cancellation).
+exercise streaming, draining and cancellation). Its engine batches like a real one: each
+step sleeps ``token_delay`` once and gives every running request its next word.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ...kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec, Sequence
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
 
@@ -36,19 +37,59 @@ class EchoModel(LoadedModel):
         self._settings = settings
 
     def generate(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
-        """Yield the prompt's words, transformed by ``mode``."""
-        mode, delay = self._settings["mode"], self._settings["token_delay"]
+        """Yield the prompt's words, transformed by ``mode``, then the end marker."""
+        for token in self.words(request):
+            if token.token_id is not None and self._settings["token_delay"]:
+                time.sleep(self._settings["token_delay"])
+            yield token
+
+    def words(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
+        """The completion of ``request`` without delays: one token per word, then the end marker."""
+        mode = self._settings["mode"]
         words = tokenize(request.prompt)
         if mode == "reverse":
             words = [(" " if n else "") + w.strip() for n, w in enumerate(reversed(words))]
         for n, word in enumerate(words[: request.max_tokens]):
-            if delay:
-                time.sleep(delay)
             yield GeneratedToken(text=word.upper() if mode == "upper" else word, token_id=n)
+        yield GeneratedToken(text="", finish_reason="length" if len(words) > request.max_tokens else "stop")
+
+    def batch_runner(self, parallel: int) -> BatchRunner:
+        """A runner that steps up to ``parallel`` requests together."""
+        return EchoRunner(self, parallel)
 
     def tokenize(self, text: str) -> list[int]:
         """One id per word (its position: the echo model has no vocabulary)."""
         return list(range(len(tokenize(text))))
+
+
+class EchoRunner(BatchRunner):
+    """Steps every running echo request together, ``token_delay`` per step."""
+
+    def __init__(self, model: EchoModel, parallel: int) -> None:
+        self._model = model
+        self.max_sequences = parallel
+        self._active: dict[Sequence, Iterator[GeneratedToken]] = {}
+
+    def admit(self, seq: Sequence) -> None:
+        """Start ``seq``."""
+        self._active[seq] = self._model.words(seq.request)
+
+    def step(self) -> list[tuple[Sequence, list[GeneratedToken]]]:
+        """Sleep one ``token_delay``; give each request its next word (or its end)."""
+        delay = self._model._settings["token_delay"]
+        if delay:
+            time.sleep(delay)
+        out = []
+        for seq, words in list(self._active.items()):
+            token = next(words)
+            if token.finish_reason is not None:
+                del self._active[seq]
+            out.append((seq, [token]))
+        return out
+
+    def drop(self, seq: Sequence) -> None:
+        """Forget ``seq``."""
+        self._active.pop(seq, None)
 
 
 class EchoBackend(Backend):

@@ -4,9 +4,11 @@ Settings: ``n_ctx`` (context per model, default 4096), ``n_threads`` (0: every c
 library's default of one thread is half the speed on two cores), ``n_batch``,
 ``n_gpu_layers`` (-1: every layer when the build can offload), ``flash_attn``.
 
-A ``Llama`` object is not thread-safe (two threads in one object abort the process), so
-every use of it goes through the model's lock: one request at a time per model until the
-serving engine batches them.
+The serving engine drives a :class:`~.llamacpp_batch.LlamaBatchRunner`: ``parallel``
+sequences (``LLAMA_GPU_PARALLEL``) of ``n_ctx`` tokens each, continuously batched in a
+context of their own. The ``Llama`` object keeps its own small context for ``generate``
+(one request, used outside the engine) and is not thread-safe (two threads in one object
+abort the process), so every use of it goes through the model's lock.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...kernel.backend import Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
 from ...kernel.errors import BackendUnavailable, InvalidInput, ModelLoadFailed
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
@@ -49,6 +51,7 @@ class LlamaCppModel(LoadedModel):
         self._lock = threading.Lock()
         self._embedder: Any = None
         self._grammar: Any = None
+        self._runner: Any = None
         self.device = "cuda" if params["n_gpu_layers"] else "cpu"
         meta = llm.metadata
         source = meta.get("tokenizer.chat_template")
@@ -84,16 +87,33 @@ class LlamaCppModel(LoadedModel):
         """The prompt for ``messages`` from the model's (sandboxed) chat template."""
         return self.template.render(messages)
 
-    def _prompt_tokens(self, request: InferenceRequest) -> list[int]:
+    @property
+    def native_model(self) -> Any:
+        """The ``llama_model`` pointer (weights and vocabulary)."""
+        return self._llm.model
+
+    def prompt_tokens(self, request: InferenceRequest) -> list[int]:
+        """The prompt's token ids: BOS unless a chat template wrote it; special tokens parsed in chats."""
         text = request.prompt
         chat = request.messages is not None
         bos = self.template._globals["bos_token"]
         add_bos = not (chat and bos and text.startswith(bos))
-        with self._lock:
-            tokens = list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=chat))
-        n_ctx = self._llm.n_ctx()
+        # llama_tokenize only reads the vocabulary: no lock, so request threads never wait on decoding
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=chat)
         if not tokens:
             raise InvalidInput("the prompt is empty", details={"field": "prompt"})
+        return list(tokens)
+
+    def batch_runner(self, parallel: int) -> BatchRunner:
+        """A continuous-batching runner for ``parallel`` sequences of ``n_ctx`` tokens each."""
+        from .llamacpp_batch import LlamaBatchRunner
+
+        self._runner = LlamaBatchRunner(self, parallel, self._params)
+        return self._runner
+
+    def _prompt_tokens(self, request: InferenceRequest) -> list[int]:
+        tokens = self.prompt_tokens(request)
+        n_ctx = self._llm.n_ctx()
         if len(tokens) + request.max_tokens > n_ctx:
             raise InvalidInput(
                 f"prompt ({len(tokens)} tokens) plus max_tokens ({request.max_tokens}) exceeds the context "
@@ -155,10 +175,14 @@ class LlamaCppModel(LoadedModel):
 
     def _logprobs(self, token: int, top_n: int) -> tuple[float, dict[str, float]]:
         import llama_cpp
+
+        return self.logprobs_from(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), token, top_n)
+
+    def logprobs_from(self, pointer: Any, token: int, top_n: int) -> tuple[float, dict[str, float]]:
+        """The log-probability of ``token`` and the ``top_n`` best, from a row of logits."""
         import numpy as np
 
         n_vocab = self._llm.n_vocab()
-        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
@@ -188,13 +212,19 @@ class LlamaCppModel(LoadedModel):
         """Weights plus context state (the KV cache)."""
         import llama_cpp
 
-        return int(llama_cpp.llama_model_size(self._llm.model)) + int(llama_cpp.llama_state_get_size(self._llm.ctx))
+        runner = self._runner.kv_bytes if self._runner is not None else 0
+        return (
+            int(llama_cpp.llama_model_size(self._llm.model))
+            + int(llama_cpp.llama_state_get_size(self._llm.ctx))
+            + runner
+        )
 
     def describe(self) -> dict[str, Any]:
         """Device, context and threads in use."""
         return {
             "device": self.device,
             "n_ctx": self._llm.n_ctx(),
+            "parallel": self._runner.max_sequences if self._runner is not None else 1,
             "n_threads": self._params["n_threads"],
             "n_gpu_layers": self._params["n_gpu_layers"],
             "flash_attn": self._params["flash_attn"],

@@ -13,12 +13,14 @@ import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ...kernel.backend import GeneratedToken
+from ...kernel.backend import BatchRunner, GeneratedToken, Sequence
 from ...kernel.types import InferenceRequest
 from .text import StopBuffer
 
 if TYPE_CHECKING:
     import torch
+
+    from .torch import TorchModel
 
 #: How many of the latest tokens the repetition, presence and frequency penalties look at.
 PENALTY_WINDOW = 64
@@ -162,11 +164,12 @@ class RowDecoder:
 
 def decode(
     model: Any, rows: list[RowDecoder], prompts: list[list[int]], pad_id: int, device: str, keep_last: bool
-) -> Iterator[tuple[int, GeneratedToken]]:
+) -> Iterator[list[tuple[int, GeneratedToken]]]:
     """Run ``model`` over left-padded ``prompts``, then one token per step through its KV cache.
 
-    Yields ``(row, token)`` until every row has ended; the caller holds the model's lock and
-    ``torch.inference_mode()``.
+    Yields, per forward pass, the ``(row, token)`` pairs it produced, until every row has
+    ended (a row marked ``done`` from outside stops being sampled); the caller holds the
+    model's lock and ``torch.inference_mode()``.
     """
     import torch
 
@@ -177,9 +180,9 @@ def decode(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     extra = {"logits_to_keep": 1} if keep_last else {}
     cache = None
-    for n, row in enumerate(rows):
-        if row.request.max_tokens <= 0:
-            yield n, row.finish("length")
+    ended = [(n, row.finish("length")) for n, row in enumerate(rows) if row.request.max_tokens <= 0]
+    if ended:
+        yield ended
     while not all(row.done for row in rows):
         out = model(
             input_ids=ids,
@@ -191,10 +194,71 @@ def decode(
         )
         cache, logits = out.past_key_values, out.logits[:, -1, :].float().cpu()
         del out
-        for n, row in enumerate(rows):
-            if not row.done:
-                for token in row.step(logits[n]):
-                    yield n, token
+        yield [(n, token) for n, row in enumerate(rows) if not row.done for token in row.step(logits[n])]
         ids = torch.tensor([row.last for row in rows], device=device).unsqueeze(1)
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         positions = positions[:, -1:] + 1
+
+
+class AlignedBatchRunner(BatchRunner):
+    """Step-aligned batches for the torch backend.
+
+    The requests admitted while the model is idle decode together in one left-padded batch
+    over a shared KV cache; a row that ends (or is dropped) stops being sampled at once, and
+    new requests wait until every row of the batch has ended. (Continuous admission would
+    mean re-padding the cache of running rows on every join; not done here.)
+    """
+
+    def __init__(self, model: TorchModel, parallel: int) -> None:
+        self._model = model
+        self.max_sequences = parallel
+        self._seqs: list[Sequence] = []
+        self._rows: list[RowDecoder] = []
+        self._steps: Iterator[list[tuple[int, GeneratedToken]]] | None = None
+
+    def prepare(self, seq: Sequence) -> None:
+        """Refuse what the model cannot serve; tokenize."""
+        seq.prompt = self._model.check(seq.request)
+
+    def can_admit(self, active: int) -> bool:
+        """Only while no batch is decoding."""
+        return self._steps is None and active < self.max_sequences
+
+    def admit(self, seq: Sequence) -> None:
+        """Join the batch that starts at the next step."""
+        self._seqs.append(seq)
+
+    def step(self) -> list[tuple[Sequence, list[GeneratedToken]]]:
+        """One forward pass of the batch (the first one starts it)."""
+        if self._steps is None:
+            if not self._seqs:
+                return []
+            prompts = [seq.prompt or [] for seq in self._seqs]
+            self._rows = self._model.row_decoders([s.request for s in self._seqs], prompts)
+            self._steps = self._model.decode_rows(self._rows, prompts)
+        seqs = self._seqs
+        pairs = next(self._steps, None)
+        grouped: dict[int, list[GeneratedToken]] = {}
+        for n, token in pairs or []:
+            grouped.setdefault(n, []).append(token)
+        if pairs is None or all(row.done for row in self._rows):
+            self._end()
+        return [(seqs[n], tokens) for n, tokens in grouped.items()]
+
+    def drop(self, seq: Sequence) -> None:
+        """Stop sampling ``seq``'s row; the batch ends when no row is left."""
+        if seq in self._seqs and self._rows:
+            self._rows[self._seqs.index(seq)].done = True
+            if all(row.done for row in self._rows):
+                self._end()
+        elif seq in self._seqs:
+            self._seqs.remove(seq)
+
+    def _end(self) -> None:
+        if self._steps is not None:
+            self._steps.close()  # leaves the model's lock and inference mode
+        self._steps, self._rows, self._seqs = None, [], []
+
+    def close(self) -> None:
+        """End any running batch."""
+        self._end()

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...kernel.backend import PICKLE_SUFFIXES, Backend, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.backend import PICKLE_SUFFIXES, Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
 from ...kernel.errors import BackendUnavailable, InferenceFailed, InvalidInput, LlamaGPUError, ModelLoadFailed
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
 from .chat import DEFAULT_TEMPLATE, ChatTemplate
-from .sampling import RowDecoder, decode
+from .sampling import AlignedBatchRunner, RowDecoder, decode
 
 log = logging.getLogger(__name__)
 
@@ -149,36 +149,56 @@ class TorchModel(LoadedModel):
     # generation -----------------------------------------------------------------------------
     def generate(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
         """Sample token by token; stop at end-of-generation, a stop string or ``max_tokens``."""
-        for _, token in self._decode([request]):
-            yield token
+        for step in self.decode_steps([request]):
+            for _, token in step:
+                yield token
 
     def generate_batch(self, requests: list[InferenceRequest]) -> list[list[GeneratedToken]]:
         """Complete several prompts in one batch (left-padded); each row stops on its own."""
         out: list[list[GeneratedToken]] = [[] for _ in requests]
-        for row, token in self._decode(requests):
-            out[row].append(token)
+        for step in self.decode_steps(requests):
+            for row, token in step:
+                out[row].append(token)
         return out
 
-    def _decode(self, requests: list[InferenceRequest]) -> Iterator[tuple[int, GeneratedToken]]:
-        import torch
+    def batch_runner(self, parallel: int) -> BatchRunner:
+        """Step-aligned batches of up to ``parallel`` requests (see :class:`AlignedBatchRunner`)."""
+        return AlignedBatchRunner(self, parallel)
 
+    def check(self, request: InferenceRequest) -> list[int]:
+        """Refuse what this model cannot serve; return the prompt's token ids."""
         if self.embedding:
             raise InvalidInput(f"model {self.spec.id!r} is an embedding model", details={"model": self.spec.id})
-        if not requests:
-            return
-        if any(r.response_format == "json_object" for r in requests):
+        if request.response_format == "json_object":
             raise InvalidInput(
                 "response_format json_object needs grammar-constrained sampling, which the torch backend lacks; "
                 "load the model with the llama.cpp backend",
                 details={"field": "response_format", "backend": "torch"},
             )
-        prompts = [self._prompt_ids(r) for r in requests]
-        rows = [
+        return self._prompt_ids(request)
+
+    def decode_steps(self, requests: list[InferenceRequest]) -> Iterator[list[tuple[int, GeneratedToken]]]:
+        """Decode ``requests`` together; per forward pass, the ``(row, token)`` pairs produced."""
+        prompts = [self.check(r) for r in requests]
+        yield from self.decode_rows(self.row_decoders(requests, prompts), prompts)
+
+    def decode_rows(
+        self, rows: list[RowDecoder], prompts: list[list[int]]
+    ) -> Iterator[list[tuple[int, GeneratedToken]]]:
+        """Decode prepared rows (a row marked ``done`` from outside stops early) under the model's lock."""
+        import torch
+
+        if not rows:
+            return
+        with self._lock, torch.inference_mode():
+            yield from decode(self._require(), rows, prompts, self._pad_id, self.device, self._keep_last)
+
+    def row_decoders(self, requests: list[InferenceRequest], prompts: list[list[int]]) -> list[RowDecoder]:
+        """The decoding state of each request."""
+        return [
             RowDecoder(r, p, self._tokenizer, self.eos_ids, self._pad_id)
             for r, p in zip(requests, prompts, strict=True)
         ]
-        with self._lock, torch.inference_mode():
-            yield from decode(self._require(), rows, prompts, self._pad_id, self.device, self._keep_last)
 
     # embeddings -----------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> list[list[float]]:
