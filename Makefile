@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format clean
+.PHONY: serve test bench-engine lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,19 @@ serve: $(VENV)/.all
 test: $(VENV)/.all lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
+# The engine benchmark: raw llama.cpp, llama-cpp-python's server and ours, in one run;
+# writes its table into docs/benchmarks.md (about 6 minutes on 2 cores).
+bench-engine: $(VENV)/.all
+	$(BIN)/pip install -e '.[bench]'
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/engine.py
+
 lint: $(VENV)/.dev
-	$(BIN)/ruff check llama_gpu tests examples scripts
-	$(BIN)/ruff format --check llama_gpu tests examples scripts
+	$(BIN)/ruff check llama_gpu tests examples scripts benchmarks
+	$(BIN)/ruff format --check llama_gpu tests examples scripts benchmarks
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix llama_gpu tests examples scripts
-	$(BIN)/ruff format llama_gpu tests examples scripts
+	$(BIN)/ruff check --fix llama_gpu tests examples scripts benchmarks
+	$(BIN)/ruff format llama_gpu tests examples scripts benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -67,11 +67,36 @@ def main() -> None:
 @click.option("--host", envvar="LLAMA_GPU_HOST", default=None, help="Address to listen on [127.0.0.1].")
 @click.option("--port", envvar="LLAMA_GPU_PORT", type=int, default=None, help="Port to listen on [5000].")
 @click.option("--default-model", envvar="LLAMA_GPU_DEFAULT_MODEL", default=None, help="Model serving 'default'.")
-def serve(host: str | None, port: int | None, default_model: str | None) -> None:
+@click.option("--parallel", envvar="LLAMA_GPU_PARALLEL", type=int, default=None, help="Sequences per model [8].")
+@click.option(
+    "--max-queue", envvar="LLAMA_GPU_MAX_QUEUE", type=int, default=None, help="Waiting requests per model [64]."
+)
+@click.option(
+    "--queue-timeout",
+    envvar="LLAMA_GPU_QUEUE_TIMEOUT",
+    type=float,
+    default=None,
+    help="Seconds a request may wait [60].",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    default_model: str | None,
+    parallel: int | None,
+    max_queue: int | None,
+    queue_timeout: float | None,
+) -> None:
     """Start the server (development server; production runs under gunicorn)."""
     from .api import create_app, stop_on_exit
 
-    settings = Settings.from_env(host=host, port=port, default_model=default_model)
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        default_model=default_model,
+        parallel=parallel,
+        max_queue=max_queue,
+        queue_timeout=queue_timeout,
+    )
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     stop_on_exit(app)

@@ -234,3 +234,11 @@ def test_minilm_embeddings_through_the_kernel(kernel: Kernel) -> None:
     with pytest.raises(InvalidInput):
         complete(kernel, "cat", model="all-minilm-l6-v2")
     assert kernel.inflight == 0
+
+
+def test_sliding_window_models_decode_every_prompt_in_full(kernel: Kernel) -> None:
+    kernel.load_model(GEMMA)
+    runtime = kernel.registry.describe(GEMMA)["runtime"]
+    assert runtime["prefix_cache"] is False  # Gemma 3's sliding-window cache cannot drop a suffix
+    first = complete(kernel, "The capital of France is", model=GEMMA, max_tokens=8, temperature=0).text
+    assert complete(kernel, "The capital of France is", model=GEMMA, max_tokens=8, temperature=0).text == first

@@ -317,3 +317,30 @@ def test_the_plugin_imports_and_refuses_cleanly_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused"
+
+
+def test_the_engine_batches_torch_requests_step_aligned(gemma: TorchModel) -> None:
+    from llama_gpu.errors import RequestCancelled
+    from llama_gpu.kernel.scheduler import Engine
+
+    engine = Engine("gemma-torch", gemma.batch_runner(4), max_queue=8, queue_timeout=0)
+    try:
+        prompts = ["The capital of France is", "Hello", "In 1492, Christopher Columbus sailed across the"]
+        with engine._cond:  # admitted together: one left-padded batch
+            jobs = [engine.submit(InferenceRequest(prompt=p, max_tokens=8, temperature=0)) for p in prompts]
+            doomed = engine.submit(InferenceRequest(prompt="Count: one, two,", max_tokens=64, temperature=0))
+        doomed_tokens = doomed.tokens()
+        next(doomed_tokens)
+        doomed.cancel()  # its row stops being sampled at the next step; the others go on
+        with pytest.raises(RequestCancelled):
+            list(doomed_tokens)
+        late = engine.submit(InferenceRequest(prompt="Hello", max_tokens=4, temperature=0))
+        for prompt, job in zip(prompts, jobs, strict=True):
+            got = [t.token_id for t in job.tokens() if t.token_id is not None]
+            alone = [t.token_id for t in gemma.generate(InferenceRequest(prompt=prompt, max_tokens=8, temperature=0))]
+            assert got[:6] == [t for t in alone if t is not None][:6]
+        assert [t.text for t in late.tokens() if t.token_id is not None], "a later request is served after the batch"
+        stats = engine.stats()
+        assert stats["batch_size"] > 2 and stats["requests"]["cancelled"] == 1 and stats["running"] == 0
+    finally:
+        engine.stop()

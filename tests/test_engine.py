@@ -242,3 +242,22 @@ def test_a_backend_that_raises_mid_step_fails_only_its_requests(make_kernel: Cal
     with pytest.raises(InferenceFailed, match="device lost"):
         kernel.complete(InferenceRequest(prompt="a b c d", max_tokens=4))
     assert kernel.complete(InferenceRequest(prompt="a b c d", max_tokens=4)).text == "a b c d"
+
+
+def test_an_engine_that_breaks_fails_its_requests_instead_of_hanging(make_kernel: Callable[..., Kernel]) -> None:
+    kernel = make_kernel(parallel=2, token_delay=0.0)
+    engine = kernel.registry.engine("echo")
+
+    def broken(active: int) -> bool:
+        raise RuntimeError("a bug in the runner")
+
+    engine.runner.can_admit = broken  # type: ignore[method-assign]
+    from llama_gpu.errors import InferenceFailed
+
+    with pytest.raises(InferenceFailed, match="failed; reload the model"):
+        kernel.complete(InferenceRequest(prompt="a b", max_tokens=2))
+    with pytest.raises(ServiceUnavailable, match="not accepting requests"):
+        kernel.generate(InferenceRequest(prompt="a b", max_tokens=2))
+    kernel.unload_model("echo")
+    kernel.load_model("echo")
+    assert kernel.complete(InferenceRequest(prompt="a b", max_tokens=2)).text == "a b"

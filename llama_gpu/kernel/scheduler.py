@@ -108,7 +108,10 @@ class Engine:
         self.runner.prepare(seq)  # tokenizes and checks limits in the caller's thread
         with self._cond:
             if self._stopping:
-                raise ServiceUnavailable(f"model {self.model_id!r} is being unloaded", details={"model": self.model_id})
+                raise ServiceUnavailable(
+                    f"model {self.model_id!r} is not accepting requests (it is being unloaded, or its engine failed)",
+                    details={"model": self.model_id},
+                )
             held = len(self._waiting) + len(self._active)
             capacity = self.max_queue + self.runner.max_sequences
             if held >= capacity:
@@ -156,6 +159,16 @@ class Engine:
 
     # engine thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # a bug here must not leave clients waiting forever
+            log.exception("the engine of %s stopped", self.model_id)
+            error = InferenceFailed(f"the engine of {self.model_id!r} failed; reload the model", details={})
+            with self._cond:
+                self._stopping = True
+                self._abort_all(error)
+
+    def _serve(self) -> None:
         while True:
             admitted = self._next_jobs()
             if admitted is None:

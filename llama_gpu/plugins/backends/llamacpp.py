@@ -1,12 +1,14 @@
 """The llama.cpp backend: GGUF models through llama-cpp-python.
 
-Settings: ``n_ctx`` (context per model, default 4096), ``n_threads`` (0: every core; the
-library's default of one thread is half the speed on two cores), ``n_batch``,
-``n_gpu_layers`` (-1: every layer when the build can offload), ``flash_attn``.
+Settings: ``n_ctx`` (context per sequence, default 4096), ``n_threads`` (0: every core; the
+library's default of one thread is half the speed on two cores), ``n_batch`` (tokens per
+decode step, prompt chunks included), ``n_gpu_layers`` (-1: every layer when the build can
+offload), ``flash_attn``, ``prefix_cache`` (reuse a finished sequence's cells for a prompt
+that starts the same way).
 
 The serving engine drives a :class:`~.llamacpp_batch.LlamaBatchRunner`: ``parallel``
 sequences (``LLAMA_GPU_PARALLEL``) of ``n_ctx`` tokens each, continuously batched in a
-context of their own. The ``Llama`` object keeps its own small context for ``generate``
+context of their own. The ``Llama`` object keeps a context of its own for ``generate``
 (one request, used outside the engine) and is not thread-safe (two threads in one object
 abort the process), so every use of it goes through the model's lock.
 """
@@ -28,7 +30,16 @@ from ...kernel.types import InferenceRequest, PluginInfo
 from .chat import DEFAULT_TEMPLATE, ChatTemplate
 from .text import StopBuffer
 
-DEFAULTS: dict[str, Any] = {"n_ctx": 4096, "n_threads": 0, "n_batch": 512, "n_gpu_layers": -1, "flash_attn": False}
+DEFAULTS: dict[str, Any] = {
+    "n_ctx": 4096,
+    "n_threads": 0,
+    "n_batch": 512,
+    "n_gpu_layers": -1,
+    "flash_attn": False,
+    "prefix_cache": True,
+}
+#: Settings of the engine, not of ``Llama()``.
+ENGINE_SETTINGS = ("prefix_cache",)
 
 
 def gpu_offload_supported() -> bool:
@@ -199,7 +210,7 @@ class LlamaCppModel(LoadedModel):
 
         with self._lock:
             if self._embedder is None:
-                params = {k: v for k, v in self._params.items() if k != "flash_attn"}
+                params = {k: v for k, v in self._params.items() if k not in ("flash_attn", *ENGINE_SETTINGS)}
                 # Mean pooling, so a generative GGUF (no pooling of its own) gives one vector per text.
                 self._embedder = llama_cpp.Llama(
                     self._path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False, **params
@@ -228,6 +239,7 @@ class LlamaCppModel(LoadedModel):
             "n_threads": self._params["n_threads"],
             "n_gpu_layers": self._params["n_gpu_layers"],
             "flash_attn": self._params["flash_attn"],
+            "prefix_cache": self._runner.prefix_cache if self._runner is not None else False,
             "chat_template": self.template_source,
         }
 
@@ -274,7 +286,7 @@ class LlamaCppBackend(Backend):
             raise ModelLoadFailed(f"model file of {spec.id!r} not found: {path}", details={"path": path})
         params = self._params(options)
         try:
-            llm = Llama(path, verbose=False, **params)
+            llm = Llama(path, verbose=False, **{k: v for k, v in params.items() if k not in ENGINE_SETTINGS})
         except Exception as exc:  # llama.cpp reports a bad file as ValueError; wrap anything
             raise ModelLoadFailed(
                 f"llama.cpp could not load {spec.id!r} ({Path(path).name}): {exc}. "
@@ -307,6 +319,7 @@ class LlamaCppBackend(Backend):
             "n_batch": s["n_batch"],
             "n_gpu_layers": n_gpu_layers,
             "flash_attn": bool(s["flash_attn"]),
+            "prefix_cache": bool(s["prefix_cache"]),
         }
 
 
@@ -335,9 +348,10 @@ class LlamaCppPlugin:
             "n_batch": lambda v: isinstance(v, int) and v >= 1,
             "n_gpu_layers": lambda v: isinstance(v, int) and v >= -1,
             "flash_attn": lambda v: isinstance(v, bool),
+            "prefix_cache": lambda v: isinstance(v, bool),
         }
         for key, value in settings.items():
-            if isinstance(value, bool) != (key == "flash_attn") or not checks[key](value):
+            if isinstance(value, bool) != (key in ("flash_attn", "prefix_cache")) or not checks[key](value):
                 raise ValueError(f"invalid {key}: {value!r}")
         self.settings.update(settings)
 

@@ -4,7 +4,10 @@ The runner owns a second context on the model's weights with ``parallel`` sequen
 with its own ``n_ctx`` cells (a non-unified KV cache, so a sequence attends only to its own
 cells). Each step builds one batch: the next token of every decoding sequence, then prompt
 chunks of newcomers within ``n_batch`` tokens in all, so running streams keep flowing
-while a long prompt is processed over several steps. Each sequence has its own sampler
+while a long prompt is processed over several steps. A finished sequence's cells stay in
+its slot: a newcomer takes the free slot whose cells share the longest prefix with its
+prompt and decodes only the rest (``prefix_cache``; off for sliding-window models, whose
+caches cannot drop a suffix). Each sequence has its own sampler
 chain (penalties, top-k, top-p, min-p, temperature, a seeded distribution, a JSON grammar)
 and a stop buffer; a finished or dropped sequence's cells are removed at once.
 
@@ -38,7 +41,7 @@ class _State:
     slot: int
     sampler: Any
     stops: StopBuffer
-    fed: int = 0  # prompt tokens decoded so far
+    fed: int = 0  # prompt tokens in the cache
     n_past: int = 0  # cells the sequence holds
     produced: int = 0
     last: int = -1  # sampled token to feed in the next step
@@ -80,6 +83,10 @@ class LlamaBatchRunner(BatchRunner):
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._free = list(range(parallel - 1, -1, -1))
+        #: The tokens whose cells each slot holds (kept after a sequence ends, for prefix reuse).
+        self._cells: list[list[int]] = [[] for _ in range(parallel)]
+        self.prefix_cache = bool(params.get("prefix_cache", True)) and llama_cpp.llama_model_n_swa(llm_model) == 0
+        self.reused_tokens = 0
         self._active: list[Sequence] = []
         self._piece = ctypes.create_string_buffer(256)
         self._decode_seconds = 0.0
@@ -113,9 +120,29 @@ class LlamaBatchRunner(BatchRunner):
         if seq.prompt is None:
             self.prepare(seq)
         assert seq.prompt is not None
-        slot = self._free.pop()
-        seq.state = _State(slot=slot, sampler=self._sampler(seq), stops=StopBuffer(seq.request.stop))
+        slot, keep = self._slot_for(seq.prompt)
+        self._free.remove(slot)
+        self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1)
+        del self._cells[slot][keep:]
+        self.reused_tokens += keep
+        state = _State(slot=slot, sampler=self._sampler(seq), stops=StopBuffer(seq.request.stop), fed=keep, n_past=keep)
+        seq.state = state
         self._active.append(seq)
+
+    def _slot_for(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot sharing the longest prefix with ``prompt``, and how many cells to keep."""
+        if not self.prefix_cache:
+            return self._free[-1], 0
+        best, keep = self._free[-1], 0
+        for slot in reversed(self._free):
+            cells = self._cells[slot]
+            n = 0
+            limit = min(len(cells), len(prompt) - 1)  # the last prompt token is decoded again for its logits
+            while n < limit and cells[n] == prompt[n]:
+                n += 1
+            if n > keep:
+                best, keep = slot, n
+        return best, keep
 
     def _sampler(self, seq: Sequence) -> Any:
         lib, r = self._lib, seq.request
@@ -175,6 +202,7 @@ class LlamaBatchRunner(BatchRunner):
             nonlocal n
             batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.logits[n] = token, pos, 1, logits
             batch.seq_id[n][0] = slot
+            self._cells[slot].append(token)
             n += 1
 
         pending = []
@@ -237,13 +265,19 @@ class LlamaBatchRunner(BatchRunner):
     def _release(self, seq: Sequence) -> None:
         state: _State = seq.state
         self._active.remove(seq)
-        self._lib.llama_memory_seq_rm(self._memory, state.slot, -1, -1)
+        if not self.prefix_cache:
+            self._lib.llama_memory_seq_rm(self._memory, state.slot, -1, -1)
+            self._cells[state.slot].clear()
         self._lib.llama_sampler_free(state.sampler)
         self._free.append(state.slot)
 
     def stats(self) -> dict[str, float]:
-        """Tokens in the last batch and seconds inside ``llama_decode``."""
-        return {"batch_tokens": self._batch_tokens, "decode_seconds": self._decode_seconds}
+        """Tokens in the last batch, seconds inside ``llama_decode``, prompt tokens reused from the cache."""
+        return {
+            "batch_tokens": self._batch_tokens,
+            "decode_seconds": self._decode_seconds,
+            "reused_tokens": self.reused_tokens,
+        }
 
     def close(self) -> None:
         """Free the samplers, the batch and the context."""
