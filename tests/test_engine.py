@@ -98,6 +98,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(make_kernel
     kernel = make_kernel(parallel=1, max_queue=1, token_delay=0.02)
     client = create_app(kernel=kernel).test_client()
     running, texts = start_streaming(kernel, max_tokens=30)
+    wait_until(lambda: engine_stats(kernel)["running"] == 1)
     queued = kernel.generate(InferenceRequest(prompt="queued words here", max_tokens=5))
     response = client.post("/api/v1/infer", json={"text": "one more", "max_tokens": 5})
     assert response.status_code == 503
@@ -155,6 +156,7 @@ def test_a_client_that_leaves_frees_its_sequence_at_the_next_step(make_kernel: C
 def test_a_queued_request_can_be_cancelled_before_it_starts(make_kernel: Callable[..., Kernel]) -> None:
     kernel = make_kernel(parallel=1, token_delay=0.02)
     running, _ = start_streaming(kernel, max_tokens=100)
+    wait_until(lambda: engine_stats(kernel)["running"] == 1)
     queued = kernel.generate(InferenceRequest(prompt="never", max_tokens=3, id="queued-1"))
     assert engine_stats(kernel)["waiting"] == 1
     assert kernel.cancel_request("queued-1", Identity(id="admin", roles=frozenset({"admin"}))) == 1
