@@ -23,6 +23,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "autoload_plugins": False,
         "default_model": "echo",
         "preload": False,
+        # most tests are about other things: they run open; tests of access turn auth on
+        "auth": "off",
+        "rate_limits": False,
     }
     values.update(overrides)
     return Settings.create(**values)

@@ -211,8 +211,9 @@ def test_hook_register_commands(kernel: Kernel, monkeypatch: pytest.MonkeyPatch)
         def register_commands(self, register: Callable[[Any], None]) -> None:
             register(hello)
 
+    before = [c.name for c in kernel.commands()]
     kernel.register_plugin("commands", Commands())
-    assert [c.name for c in kernel.commands()] == ["hello"]
+    assert [c.name for c in kernel.commands()] == [*before, "hello"]
 
     from llama_gpu import cli
 

@@ -65,6 +65,24 @@ class Settings:
     max_queue: int = 64
     #: Seconds a request may wait in a model's queue before it is refused (0: no limit).
     queue_timeout: float = 60.0
+    #: SQLAlchemy URL of the database; empty: SQLite (WAL) at ``<data_dir>/llama-gpu.db``.
+    database_url: str = ""
+    #: Apply pending migrations when the database is first used (else refuse to start).
+    db_auto_upgrade: bool = True
+    #: ``required``: every API call needs an API key or a login token; ``off``: open (local use).
+    auth: str = "required"
+    #: Secret that signs login tokens (HS256); empty: generated once into ``<data_dir>/jwt-secret``.
+    jwt_secret: str = ""
+    #: Seconds a login token is valid.
+    jwt_expires: int = 3600
+    #: Redis URL shared by instances for rate-limit counters; empty: in memory.
+    redis_url: str = ""
+    #: Enforce rate limits.
+    rate_limits: bool = True
+    #: Overrides of the per-group limits, e.g. ``infer=2000/200,batch=50/5`` (authenticated/anonymous per hour).
+    rate_limit_overrides: str = ""
+    #: Proxies in front of the server whose ``X-Forwarded-For`` is trusted (0: use the peer address).
+    trusted_proxies: int = 0
     #: Seconds ``stop()`` waits for running requests before shutting down anyway.
     drain_timeout: float = 30.0
     #: Events buffered per subscriber before new ones are dropped for it.
@@ -129,6 +147,13 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}QUEUE_TIMEOUT must be >= 0, got {self.queue_timeout}")
         if self.drain_timeout < 0:
             raise ConfigurationError(f"{ENV_PREFIX}DRAIN_TIMEOUT must be >= 0, got {self.drain_timeout}")
+        if self.auth not in ("required", "off"):
+            raise ConfigurationError(f"{ENV_PREFIX}AUTH must be 'required' or 'off', got {self.auth!r}")
+        if self.jwt_expires <= 0 or self.trusted_proxies < 0:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}JWT_EXPIRES must be > 0 and {ENV_PREFIX}TRUSTED_PROXIES >= 0",
+                details={"jwt_expires": self.jwt_expires, "trusted_proxies": self.trusted_proxies},
+            )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_LEVEL must be a logging level, got {self.log_level!r}")
 
@@ -136,6 +161,11 @@ class Settings:
     def models_path(self) -> str:
         """Where models live: ``models_dir``, else ``<data_dir>/models``."""
         return self.models_dir or os.path.join(self.data_dir, "models")
+
+    @property
+    def database(self) -> str:
+        """The database URL in use: ``database_url``, else the embedded SQLite file."""
+        return self.database_url or "sqlite:///" + os.path.join(self.data_dir, "llama-gpu.db")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and checked."""

@@ -37,7 +37,7 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import Backend, ModelSpec
     from .kernel import Kernel
-    from .types import Chunk, Credentials, Event, Identity, InferenceRequest, InferenceResponse
+    from .types import Chunk, Credentials, Event, Identity, InferenceRequest, InferenceResponse, RateLimitStatus
 
 PROJECT_NAME = "llama_gpu"
 
@@ -246,6 +246,23 @@ def check_permission(identity: Identity | None, permission: str, resource: str |
     :param permission: The permission asked for.
     :param resource: What it is asked on (e.g. ``plugins``, ``models/echo``), if anything.
     :return: The decision, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def rate_limit(identity: Identity | None, group: str, client: str, kernel: Kernel) -> RateLimitStatus | None:
+    """Count one call of ``identity`` (or of ``client`` when anonymous) against the limit of ``group``.
+
+    Aggregation: firstresult. Return the caller's :class:`~llama_gpu.kernel.types.RateLimitStatus`
+    after counting this call (``allowed=False`` when it is over the limit: the call is
+    answered 429 ``RATE_LIMIT_EXCEEDED`` with ``Retry-After``), or ``None`` when the plugin
+    does not limit this call. Nobody answering means no limit.
+
+    :param identity: The caller, ``None`` when unauthenticated.
+    :param group: The endpoint group (``infer``, ``stream``, ``batch``, ``models``, ``plugins``, ``system``…).
+    :param client: The client's address (after trusted proxies).
+    :param kernel: The kernel serving the call.
+    :return: The caller's standing, or ``None``.
     """
 
 

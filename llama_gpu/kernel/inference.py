@@ -71,9 +71,16 @@ class InferenceStream:
             self.model.spec.id, tokens=tokens, seconds=seconds, ok=ok, keep_alive=self.request.keep_alive
         )
         self._kernel.leave_request(ok, tokens)
-        data: dict[str, Any] = {"request_id": self.request.id, "model": self.model.spec.id}
+        data: dict[str, Any] = {
+            "request_id": self.request.id,
+            "model": self.model.spec.id,
+            "caller": caller_of(self.request),
+            "endpoint": self.request.endpoint,
+            "latency": round(seconds, 6),
+        }
         if ok and self.response is not None:
             data.update(
+                prompt_tokens=self.response.prompt_tokens,
                 tokens_generated=self.response.completion_tokens,
                 inference_time=round(self.response.inference_time, 6),
                 backend=self.response.backend,
@@ -81,7 +88,12 @@ class InferenceStream:
             )
             self._kernel.publish("inference_completed", data)
         else:
-            data.update(reason=reason, error=error.code if error else None)
+            data.update(
+                reason=reason,
+                error=error.code if error else None,
+                status=error.status if error else 499,  # 499: the client went away
+                tokens_generated=tokens,
+            )
             self._kernel.publish("inference_failed", data)
 
     def _run(self) -> Generator[Chunk, None, InferenceResponse]:
@@ -165,8 +177,11 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
             {
                 "request_id": request.id,
                 "model": request.model,
+                "caller": caller_of(request),
+                "endpoint": request.endpoint,
                 "reason": "refused",
                 "error": exc.code if isinstance(exc, LlamaGPUError) else type(exc).__name__,
+                "status": exc.status if isinstance(exc, LlamaGPUError) else 500,
             },
         )
         raise
@@ -182,6 +197,12 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
     stream = InferenceStream(kernel, request, model, job)
     kernel.requests.add(stream)
     return stream
+
+
+def caller_of(request: InferenceRequest) -> str | None:
+    """Who made ``request``, as ``<kind>:<id>`` (``None`` when unauthenticated)."""
+    who = request.identity
+    return f"{who.kind}:{who.id}" if who is not None else None
 
 
 class RunningRequests:

@@ -48,7 +48,7 @@ from .manager import (
     validate_plugin_id,
 )
 from .registry import ModelRegistry
-from .types import Credentials, Event, Identity, InferenceRequest
+from .types import Credentials, Event, Identity, InferenceRequest, RateLimitStatus
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class Kernel:
         self._inflight = 0
         #: Requests in flight by id (for ``DELETE /api/v1/requests/{id}``).
         self.requests = RunningRequests()
+        #: Objects plugins share by name (the database is ``services["db"]``).
+        self.services: dict[str, Any] = {}
         self._cond = threading.Condition()
         self._owned: dict[str, list[tuple[str, str]]] = {}
         self._commands: dict[str, Any] = {}
@@ -485,6 +487,10 @@ class Kernel:
         raise PermissionDenied(
             f"{permission!r} permission required", details={"permission": permission, "resource": resource}
         )
+
+    def rate_limit(self, identity: Identity | None, group: str, client: str) -> RateLimitStatus | None:
+        """Count a call against its rate limit; the caller's standing, or ``None`` when unlimited."""
+        return self.call_first("rate_limit", identity=identity, group=group, client=client, kernel=self)
 
     def collect_metrics(self) -> dict[str, float]:
         """Every plugin's metrics, keyed ``<plugin_id>.<name>``."""

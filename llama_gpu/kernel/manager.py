@@ -35,13 +35,16 @@ ENTRY_POINT_GROUP = "llama_gpu"
 #: Built-in plugins, as ``(id, "module[:attribute]")``, registered in this order.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core", "llama_gpu.plugins.core:CorePlugin"),
+    ("persistence", "llama_gpu.plugins.persistence:Persistence"),
     ("open_access", "llama_gpu.plugins.auth.open_access"),
+    ("api_keys", "llama_gpu.plugins.auth.keys:ApiKeyAuth"),
     ("echo", "llama_gpu.plugins.backends.echo:EchoPlugin"),
     ("llamacpp", "llama_gpu.plugins.backends.llamacpp:LlamaCppPlugin"),
     ("torch", "llama_gpu.plugins.backends.torch:TorchPlugin"),
     ("embedded_models", "llama_gpu.plugins.models.embedded:EmbeddedModels"),
     ("local_models", "llama_gpu.plugins.models.local:LocalModels"),
     ("limits", "llama_gpu.plugins.filters.limits:LimitsFilter"),
+    ("rate_limits", "llama_gpu.plugins.auth.ratelimit:RateLimiter"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.

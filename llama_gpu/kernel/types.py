@@ -108,10 +108,30 @@ class Identity:
     roles: frozenset[str] = frozenset()
     kind: str = "api_key"
     name: str | None = None
+    #: Rate-limit tier: ``standard`` or ``premium``.
+    tier: str = "standard"
 
     def has(self, role: str) -> bool:
         """Whether the identity holds ``role`` (``admin`` implies every role)."""
         return role in self.roles or "admin" in self.roles
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimitStatus:
+    """Where a caller stands against one limit (sent as ``X-RateLimit-*`` headers)."""
+
+    limit: int
+    remaining: int
+    #: When the window resets (seconds since the epoch).
+    reset: float
+    allowed: bool = True
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds until the caller may try again (at least 1)."""
+        import math
+
+        return max(1, math.ceil(self.reset - time.time()))
 
 
 @dataclasses.dataclass(frozen=True)

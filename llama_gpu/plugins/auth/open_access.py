@@ -1,19 +1,20 @@
-"""Open access: until an authentication plugin answers, every caller is an anonymous admin.
+"""Open access: with ``LLAMA_GPU_AUTH=off``, a caller no plugin recognised is an anonymous admin.
 
-This is the foundation's default so that a fresh install on 127.0.0.1 works without
-set-up. It is ``trylast``: any authentication plugin that recognises the credentials
-answers first. The identity/access issue replaces it with keys and logins.
+For a single user on 127.0.0.1. It is ``trylast``: a key or a login token presented is
+still checked first (and a bad one refused). With ``LLAMA_GPU_AUTH=required`` (the
+default) it answers nobody, so unauthenticated calls get AUTHENTICATION_FAILED.
 """
 
 from __future__ import annotations
 
 from ...kernel.hookspecs import hookimpl
+from ...kernel.kernel import Kernel
 from ...kernel.types import Credentials, Identity, PluginInfo
 
 PLUGIN_INFO = PluginInfo(
     name="Open access",
     category="auth",
-    description="Treats unauthenticated callers as an anonymous admin (local single-user default).",
+    description="With LLAMA_GPU_AUTH=off, treats unauthenticated callers as an anonymous admin (local use).",
     essential=True,
 )
 
@@ -21,6 +22,6 @@ ANONYMOUS = Identity(id="anonymous", roles=frozenset({"read", "write", "admin"})
 
 
 @hookimpl(trylast=True)
-def authenticate(credentials: Credentials) -> Identity | None:
-    """Answer for every caller that no other plugin recognised."""
-    return ANONYMOUS
+def authenticate(credentials: Credentials, kernel: Kernel) -> Identity | None:
+    """Answer for every caller that no other plugin recognised, when auth is off."""
+    return ANONYMOUS if kernel.settings.auth == "off" else None

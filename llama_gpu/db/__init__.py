@@ -1,0 +1,17 @@
+"""Persistence: SQLAlchemy models, the database handle, and Alembic migrations (``llama_gpu/migrations``)."""
+
+from .models import ApiKey, AuditEvent, Base, BenchmarkRun, MetricSample, ModelConfig, PluginState, RequestLog, User
+from .session import Database
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "BenchmarkRun",
+    "Database",
+    "MetricSample",
+    "ModelConfig",
+    "PluginState",
+    "RequestLog",
+    "User",
+]
