@@ -23,7 +23,9 @@ $(VENV)/.all: $(BIN)/python setup.cfg pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]'
 	touch $@ $(VENV)/.dev
 
+# Applies the database migrations, then serves (the first start prints the admin key).
 serve: $(VENV)/.all
+	HF_HUB_OFFLINE=1 $(BIN)/llama-gpu db upgrade
 	HF_HUB_OFFLINE=1 $(BIN)/llama-gpu serve
 
 test: $(VENV)/.all lint

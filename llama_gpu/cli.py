@@ -98,6 +98,16 @@ def serve(
         queue_timeout=queue_timeout,
     )
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    if settings.auth == "required":
+        from .plugins.auth.keys import bootstrap_admin
+
+        first = bootstrap_admin(settings)
+        if first is not None:  # printed once, on the first start; never logged
+            user, password, key = first
+            click.echo(
+                f"First start: created the admin user {user!r} with password {password}\n"
+                f"and an admin API key (shown only now; keep it):\n\n    {key}\n",
+            )
     app = create_app(settings)
     stop_on_exit(app)
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.

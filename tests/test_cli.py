@@ -52,7 +52,12 @@ def _free_port() -> int:
 
 def test_serve_answers_health(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "LLAMA_GPU_DATA_DIR": str(tmp_path), "LLAMA_GPU_DEFAULT_MODEL": "echo"}
+    env = {
+        **os.environ,
+        "LLAMA_GPU_DATA_DIR": str(tmp_path),
+        "LLAMA_GPU_DEFAULT_MODEL": "echo",
+        "LLAMA_GPU_AUTH": "off",
+    }
     proc = subprocess.Popen(
         [SCRIPT, "serve", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,

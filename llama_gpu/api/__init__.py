@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..kernel.config import Settings
 from ..kernel.kernel import Kernel, KernelState
@@ -38,9 +40,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
-    from . import health, infer, models, openai, openapi, plugins
+    from . import auth, health, infer, models, openai, openapi, plugins
 
-    blueprints = (health.bp, plugins.bp, models.bp, infer.bp, infer.aliases_bp, openai.bp, openapi.bp)
+    blueprints = (
+        health.bp,
+        auth.bp,
+        auth.openai_bp,
+        plugins.bp,
+        models.bp,
+        infer.bp,
+        infer.aliases_bp,
+        openai.bp,
+        openapi.bp,
+    )
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
@@ -50,7 +62,16 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     def _headers(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         response.headers["X-API-Version"] = API_VERSION
+        limit = g.get("rate_limit")
+        if limit is not None:
+            response.headers["X-RateLimit-Limit"] = str(limit.limit)
+            response.headers["X-RateLimit-Remaining"] = str(limit.remaining)
+            response.headers["X-RateLimit-Reset"] = str(math.ceil(limit.reset))
         return response
+
+    hops = kernel.settings.trusted_proxies
+    if hops > 0:  # the client address comes from X-Forwarded-For, as far as the trusted proxies vouch for it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     return app
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 from flask import current_app, g, request
 from marshmallow import Schema, ValidationError
 
-from ..kernel.errors import InvalidInput, UnsupportedMediaType
+from ..kernel.errors import AuthenticationFailed, InvalidInput, RateLimitExceeded, UnsupportedMediaType
 from ..kernel.kernel import Kernel
 from ..kernel.types import Credentials, Identity, new_id
 
@@ -50,10 +50,66 @@ def current_identity() -> Identity | None:
 
 
 def require(permission: str, resource: str | None = None) -> Identity | None:
-    """Authenticate and check ``permission``; raise 401/403 otherwise."""
-    identity = current_identity()
+    """Authenticate, count the call against its rate limit, check ``permission``; raise 401/403/429 otherwise."""
+    try:
+        identity = current_identity()
+    except AuthenticationFailed:
+        enforce_rate_limit(None)  # bad credentials count against the client address too
+        raise
+    enforce_rate_limit(identity)
     get_kernel().require(identity, permission, resource)
     return identity
+
+
+#: Endpoints (``blueprint.function``) and the rate-limit group they count in.
+RATE_LIMIT_GROUPS: dict[str, str] = {
+    "infer.infer": "infer",
+    "aliases.generate": "infer",
+    "infer.stream_infer": "stream",
+    "aliases.generate_stream": "stream",
+    "infer.batch_infer": "batch",
+    "aliases.batch_generate": "batch",
+    "openai.batch": "batch",
+    "openai.chat_completions": "infer",
+    "openai.completions": "infer",
+    "openai.embeddings": "infer",
+    "openai.load_model": "models",
+    "openai.unload_model": "models",
+    "openai.model_status": "models",
+}
+#: Blueprints whose every endpoint counts in one group.
+RATE_LIMIT_BLUEPRINTS: dict[str, str] = {"models": "models", "plugins": "plugins", "auth": "auth", "auth_v1": "auth"}
+#: Endpoints that count as ``stream`` when the JSON body asks for ``"stream": true``.
+STREAMABLE = frozenset({"infer.infer", "aliases.generate", "openai.chat_completions", "openai.completions"})
+
+
+def rate_limit_group() -> str:
+    """The rate-limit group of this request's endpoint (``system`` for anything unlisted)."""
+    endpoint = request.endpoint or ""
+    if endpoint in STREAMABLE and request.is_json:
+        body = request.get_json(silent=True)
+        if isinstance(body, dict) and body.get("stream") is True:
+            return "stream"
+    group = RATE_LIMIT_GROUPS.get(endpoint) or RATE_LIMIT_BLUEPRINTS.get(endpoint.partition(".")[0])
+    return group or "system"
+
+
+def enforce_rate_limit(identity: Identity | None) -> None:
+    """Count this request once against its group's limit (status in ``g.rate_limit``); 429 when over it."""
+    if "rate_limit_group" in g:
+        return
+    g.rate_limit_group = group = rate_limit_group()
+    status = get_kernel().rate_limit(identity, group, request.remote_addr or "unknown")
+    if status is None:
+        return
+    g.rate_limit = status
+    if not status.allowed:
+        error = RateLimitExceeded(
+            f"rate limit exceeded: {status.limit} {group} requests per hour; retry in {status.retry_after}s",
+            details={"limit": status.limit, "group": group},
+        )
+        error.retry_after = status.retry_after
+        raise error
 
 
 def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:

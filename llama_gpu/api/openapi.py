@@ -32,6 +32,21 @@ def _obj(*required: str) -> dict[str, Any]:
 OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
     "health.health": ("Liveness", None, _obj("status", "version", "uptime"), False),
     "health.ready": ("Readiness (503 while no model can serve)", None, _obj("status"), False),
+    "auth.login": (
+        "Log in: a user name and password for a login token (JWT)",
+        native.LoginSchema,
+        _obj("success", "token", "expires_in", "user"),
+        False,
+    ),
+    "auth_v1.create_key": (
+        "Create an API key (shown once) with at most the caller's permissions",
+        native.KeyCreateSchema,
+        _obj("success", "key_id", "api_key", "expires", "permissions"),
+        False,
+    ),
+    "auth_v1.current_user": ("Who the caller is", None, _obj("success", "user"), False),
+    "auth.list_keys": ("The caller's API keys (all, for an admin)", None, _obj("success", "keys", "total"), False),
+    "auth.revoke_key": ("Revoke an API key", None, _obj("success", "key"), False),
     "plugins.list_plugins": (
         "List plugins",
         None,

@@ -140,3 +140,29 @@ class BatchGenerateSchema(Schema):
     requests = fields.List(fields.Nested(BatchGenerateItemSchema), required=True, validate=_check_batch_size)
     model = fields.String(load_default="default", validate=validate.Length(1, 200))
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
+
+
+class LoginSchema(Schema):
+    """Body of ``POST /api/v1/auth/login``."""
+
+    username = fields.String(required=True, validate=validate.Length(1, 64))
+    password = fields.String(required=True, validate=validate.Length(1, 1024))
+
+
+class DurationField(fields.Field):
+    """Seconds as an integer, or a duration string such as ``"12h"`` or ``"30d"``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValidationError("seconds (integer) or a duration like '30d'")
+        return value
+
+
+class KeyCreateSchema(Schema):
+    """Body of ``POST /v1/auth/keys``: a key with at most the caller's own permissions."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 128))
+    permissions = fields.List(
+        fields.String(validate=validate.OneOf(["read", "write", "admin"])), validate=validate.Length(1, 3)
+    )
+    expires_in = DurationField(load_default=None, allow_none=True)

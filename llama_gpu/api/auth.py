@@ -1,0 +1,161 @@
+"""Logins and API keys: ``/api/v1/auth/login``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+
+Thin: the logic is the ``api_keys`` plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
+(``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
+and lists and revokes only the keys it created (an admin: any). Failed logins are
+throttled per user name and per client address. No response carries a hash; a key's
+secret appears once, in the response that creates it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..kernel.errors import AuthenticationFailed, PermissionDenied, RateLimitExceeded, ServiceUnavailable
+from ..kernel.types import Identity
+from ..plugins.auth.accounts import parse_duration, roles_of, top_role
+from .context import enforce_rate_limit, get_kernel, json_body, require
+from .schemas import KeyCreateSchema, LoginSchema
+
+bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
+
+
+def _accounts() -> Any:
+    accounts = get_kernel().services.get("accounts")
+    if accounts is None:
+        raise ServiceUnavailable("accounts are not available (the api_keys plugin is not loaded)")
+    return accounts
+
+
+@bp.post("/login")
+def login() -> Response:
+    """Exchange a user name and password for a login token."""
+    enforce_rate_limit(None)  # per client address, group "auth"
+    body = json_body(LoginSchema())
+    accounts = _accounts()
+    throttle = (f"user:{body['username']}", f"addr:{request.remote_addr}")
+    wait = accounts.login_throttled(throttle)
+    if wait:
+        error = RateLimitExceeded("too many failed logins; try again later", details={"retry_after": wait})
+        error.retry_after = wait
+        raise error
+    user = accounts.check_password(body["username"], body["password"])
+    if user is None:
+        accounts.login_failed(throttle)
+        accounts.audit(None, "login.failed", f"username:{body['username'][:64]}", remote_addr=request.remote_addr)
+        raise AuthenticationFailed("wrong user name or password")
+    accounts.audit(f"user:{user.id}", "login", f"user:{user.id}", remote_addr=request.remote_addr)
+    permissions = sorted(roles_of(user.role))
+    return jsonify(
+        {
+            "success": True,
+            "token": accounts.issue_token(user),
+            "expires_in": accounts.token_seconds,
+            "user": {"id": user.id, "username": user.username, "role": user.role, "permissions": permissions},
+        }
+    )
+
+
+@openai_bp.post("/keys")
+def create_key() -> Response:
+    """Create an API key with at most the caller's permissions; its secret is shown only here."""
+    identity = _caller()
+    body = json_body(KeyCreateSchema())
+    wanted = set(body.get("permissions") or identity.roles)
+    beyond = sorted(wanted - set(identity.roles))
+    if beyond:
+        raise PermissionDenied(
+            "a key cannot have permissions its creator lacks",
+            details={"permissions": beyond, "allowed": sorted(identity.roles)},
+        )
+    owner: dict[str, Any] = {}
+    if identity.kind == "user":
+        owner["user_id"] = int(identity.id)
+    elif identity.kind == "api_key":
+        owner["parent_key_id"] = int(identity.id)
+    key, secret = _accounts().create_key(
+        body["name"],
+        top_role(sorted(wanted)),
+        permissions=sorted(wanted),
+        expires_in=parse_duration(body["expires_in"]),
+        tier=identity.tier,
+        actor=f"{identity.kind}:{identity.id}",
+        **owner,
+    )
+    return jsonify(
+        {
+            "success": True,
+            "key_id": key.id,
+            "api_key": secret,
+            "prefix": key.prefix,
+            "expires": _iso(key.expires_at),
+            "permissions": key.permissions,
+        }
+    ), 201
+
+
+@openai_bp.get("/user")
+def current_user() -> Response:
+    """Who the caller is."""
+    identity = _caller()
+    return jsonify(
+        {
+            "success": True,
+            "user": {
+                "id": identity.id,
+                "kind": identity.kind,
+                "name": identity.name,
+                "role": max(identity.roles, key=("read", "write", "admin").index) if identity.roles else None,
+                "permissions": sorted(identity.roles),
+                "tier": identity.tier,
+            },
+        }
+    )
+
+
+@bp.get("/keys")
+def list_keys() -> Response:
+    """The caller's keys (every key, for an admin); never their secrets or hashes."""
+    identity = _caller()
+    keys = [_describe(k) for k in _accounts().list_keys(identity)]
+    return jsonify({"success": True, "keys": keys, "total": len(keys)})
+
+
+@bp.delete("/keys/<int:key_id>")
+def revoke_key(key_id: int) -> Response:
+    """Revoke one of the caller's keys (any key, for an admin)."""
+    identity = _caller()
+    key = _accounts().revoke_key(key_id, identity, remote=request.remote_addr)
+    return jsonify({"success": True, "key": _describe(key)})
+
+
+def _caller() -> Identity:
+    identity = require("read", "auth")
+    if identity is None or identity.kind == "anonymous":
+        raise AuthenticationFailed("an API key or a login token is required")
+    return identity
+
+
+def _describe(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role,
+        "permissions": key.permissions,
+        "tier": key.tier,
+        "created_at": _iso(key.created_at),
+        "expires_at": _iso(key.expires_at),
+        "revoked_at": _iso(key.revoked_at),
+        "last_used_at": _iso(key.last_used_at),
+    }
+
+
+def _iso(when: dt.datetime | None) -> str | None:
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
