@@ -22,9 +22,12 @@ ONLY_ECHO = ("llamacpp", "torch", "embedded_models", "local_models")
 
 
 @pytest.fixture(scope="module")
-def echo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    kernel = Kernel(make_settings(tmp_path_factory.mktemp("data"), disable_plugins=ONLY_ECHO)).start()
-    yield create_app(kernel=kernel)
+def echo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, str]]:
+    """An app with auth required, and an admin key for it."""
+    settings = make_settings(tmp_path_factory.mktemp("data"), disable_plugins=ONLY_ECHO, auth="required")
+    kernel = Kernel(settings).start()
+    key = kernel.services["accounts"].create_key("schemathesis", "admin")[1]
+    yield create_app(kernel=kernel), key
     kernel.stop()
 
 
@@ -41,6 +44,10 @@ def test_every_route_is_documented(client: FlaskClient, app: Flask) -> None:
     assert {"/v1/chat/completions", "/api/v1/infer", "/api/v1/plugins/{plugin_id}/load", "/health"} <= set(paths)
     chat = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert chat["$ref"].endswith("ChatCompletion")
+    infer = paths["/api/v1/infer"]["post"]
+    assert {"X-RateLimit-Limit", "Retry-After"} <= set(infer["responses"]["429"]["headers"])
+    assert infer["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in paths["/health"]["get"] and "429" not in paths["/health"]["get"]["responses"]
     schema = document["components"]["schemas"]["ChatCompletion"]
     assert schema["properties"]["n"]["maximum"] == 16 and "messages" in schema["required"]
 
@@ -55,13 +62,14 @@ def test_docs_page_uses_local_assets(client: FlaskClient) -> None:
     assert client.get("/api/v1/docs/assets/..%2F..%2F__init__.py").status_code == 404
 
 
-def test_api_conforms_to_its_document(echo_app: Flask) -> None:
+def test_api_conforms_to_its_document(echo_app: tuple[Flask, str]) -> None:
     """Every operation, a few generated requests each: no 5xx; status codes, content types and bodies
-    as documented; invalid data rejected."""
+    as documented; invalid data rejected; missing or invalid credentials refused."""
     from hypothesis import given
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    api_schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", echo_app)
+    app, key = echo_app
+    api_schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     checked = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
@@ -71,7 +79,9 @@ def test_api_conforms_to_its_document(echo_app: Flask) -> None:
         def run(case) -> None:  # type: ignore[no-untyped-def]
             # Semantic checks (unique ids, the server's token limits, known models) answer 4xx for
             # requests the schema alone allows, so "valid data must be accepted" cannot hold.
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {key}"}, excluded_checks=[positive_data_acceptance]
+            )
 
         run()
         checked.append(operation.label)

@@ -95,7 +95,7 @@ def create_key() -> Response:
             "expires": _iso(key.expires_at),
             "permissions": key.permissions,
         }
-    ), 201
+    )
 
 
 @openai_bp.get("/user")

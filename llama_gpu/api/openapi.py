@@ -111,6 +111,19 @@ NATIVE_ERROR = {
     "properties": {"success": {"type": "boolean"}, "error": _obj("code", "message", "details")},
 }
 OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _obj("type", "code", "message")}}
+#: Headers of a rate-limited response (every response of a limited endpoint carries the first three).
+RATE_HEADERS = {
+    name: {"description": text, "schema": {"type": "integer"}}
+    for name, text in (
+        ("X-RateLimit-Limit", "Calls allowed per window in this endpoint group"),
+        ("X-RateLimit-Remaining", "Calls left in the window"),
+        ("X-RateLimit-Reset", "When the window resets, seconds since the epoch"),
+        ("Retry-After", "Seconds to wait before retrying"),
+    )
+}
+#: Endpoints anyone may call, and those of them that are not rate limited either.
+OPEN = frozenset({"health.health", "health.ready", "auth.login", "openapi.document", "openapi.docs"})
+UNLIMITED = OPEN - {"auth.login"}
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
@@ -122,6 +135,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={"description": "Native API (/api/v1) and OpenAI-compatible API (/v1)."},
     )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         entry = OPERATIONS.get(rule.endpoint)
         if entry is None:
@@ -148,6 +163,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     "default": {"description": "Error", **error},
                 },
             }
+            if rule.endpoint not in OPEN:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            if rule.endpoint not in UNLIMITED:
+                operation["responses"]["429"] = {"description": "Rate limit exceeded", "headers": RATE_HEADERS, **error}
             if rule.endpoint == "health.ready":
                 operation["responses"]["503"] = {
                     "description": "Not ready",
