@@ -64,6 +64,8 @@ def _make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if url.startswith("postgresql"):  # an unreachable server fails in seconds, not a TCP timeout
+            kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, ImportError, ValueError, TypeError) as exc:  # ArgumentError covers an unknown dialect
