@@ -40,7 +40,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
-    from . import auth, health, infer, models, openai, openapi, plugins
+    from . import auth, health, infer, models, openai, openapi, plugins, system
 
     blueprints = (
         health.bp,
@@ -52,6 +52,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
         infer.aliases_bp,
         openai.bp,
         openapi.bp,
+        system.bp,
     )
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)

@@ -101,6 +101,22 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
     "openai.load_model": ("Load a model (extension)", oa.ModelLoadV1Schema, _obj("id", "status"), False),
     "openai.unload_model": ("Unload a model (extension)", None, _obj("id", "status"), False),
     "openai.batch": ("Batch of chat requests (extension)", oa.BatchSchema, _obj("object", "responses"), False),
+    "system.system_status": (
+        "Status, uptime, machine use, services and request statistics",
+        None,
+        _obj("success", "status", "uptime", "version", "system", "services", "statistics"),
+        False,
+    ),
+    "system.system_gpu": ("Every GPU (NVML)", None, _obj("success", "gpu_count", "gpus"), False),
+    "system.system_metrics": (
+        "Stored metric series over a timeframe",
+        None,
+        _obj("success", "timeframe", "granularity", "metrics"),
+        False,
+    ),
+    "system.system_logs": ("Recent structured log records (admin)", None, _obj("success", "count", "logs"), False),
+    "system.alerts": ("Firing alerts and the alert rules", None, _obj("success", "alerts", "rules"), False),
+    "system.prometheus_metrics": ("Metrics in the Prometheus text format", None, {}, False),
     "openapi.document": ("This document", None, _obj("openapi", "paths"), False),
     "openapi.docs": ("Browsable API documentation", None, {}, False),
 }
@@ -121,8 +137,25 @@ RATE_HEADERS = {
         ("Retry-After", "Seconds to wait before retrying"),
     )
 }
+#: Endpoints with a query string, and its schema.
+QUERIES: dict[str, type[Schema]] = {
+    "system.system_metrics": native.MetricsQuerySchema,
+    "system.system_logs": native.LogsQuerySchema,
+}
+#: Endpoints whose 200 answer is neither JSON nor HTML.
+PLAIN_TEXT = frozenset({"system.prometheus_metrics"})
+
 #: Endpoints anyone may call, and those of them that are not rate limited either.
-OPEN = frozenset({"health.health", "health.ready", "auth.login", "openapi.document", "openapi.docs"})
+OPEN = frozenset(
+    {
+        "health.health",
+        "health.ready",
+        "auth.login",
+        "openapi.document",
+        "openapi.docs",
+        "system.prometheus_metrics",
+    }
+)
 UNLIMITED = OPEN - {"auth.login"}
 
 
@@ -147,8 +180,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}
             for name in rule.arguments
         ]
+        if rule.endpoint in QUERIES:
+            params = [*params, {"in": "query", "schema": QUERIES[rule.endpoint]}]
         error = {"content": {"application/json": {"schema": OPENAI_ERROR if path.startswith("/v1/") else NATIVE_ERROR}}}
         content: dict[str, Any] = {"application/json": {"schema": success}} if success else {"text/html": {}}
+        if rule.endpoint in PLAIN_TEXT:
+            content = {"text/plain": {"schema": {"type": "string"}}}
         if streams:
             content["text/event-stream"] = {"schema": {}}  # JSON events (and OpenAI's [DONE])
         operations = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -166,3 +167,21 @@ class KeyCreateSchema(Schema):
         fields.String(validate=validate.OneOf(["read", "write", "admin"])), validate=validate.Length(1, 3)
     )
     expires_in = DurationField(load_default=None, allow_none=True)
+
+
+class MetricsQuerySchema(Schema):
+    """Query of ``GET /api/v1/system/metrics``."""
+
+    timeframe = fields.String(load_default="1h", validate=validate.OneOf(["1h", "6h", "24h", "7d"]))
+    granularity = fields.String(load_default="1m", validate=validate.OneOf(["1m", "5m", "15m", "1h"]))
+
+
+class LogsQuerySchema(Schema):
+    """Query of ``GET /api/v1/system/logs``."""
+
+    level = fields.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 5000))
+    since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=dt.UTC)
+    component = fields.String(load_default=None, validate=validate.Length(1, 128))

@@ -81,6 +81,14 @@ class Settings:
     rate_limits: bool = True
     #: Overrides of the per-group limits, e.g. ``infer=2000/200,batch=50/5`` (authenticated/anonymous per hour).
     rate_limit_overrides: str = ""
+    #: ``/metrics`` answers without credentials (else it needs a ``read`` key).
+    metrics_public: bool = True
+    #: Seconds between live samples (``system_metrics``, ``gpu_metrics``, ``inference_stats`` events; alerts).
+    metrics_interval: float = 5.0
+    #: Seconds between samples stored in the database (the ``/api/v1/system/metrics`` series).
+    metrics_store_interval: float = 60.0
+    #: Days stored samples are kept.
+    metrics_retention_days: float = 8.0
     #: Proxies in front of the server whose ``X-Forwarded-For`` is trusted (0: use the peer address).
     trusted_proxies: int = 0
     #: Seconds ``stop()`` waits for running requests before shutting down anyway.
@@ -147,6 +155,12 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}QUEUE_TIMEOUT must be >= 0, got {self.queue_timeout}")
         if self.drain_timeout < 0:
             raise ConfigurationError(f"{ENV_PREFIX}DRAIN_TIMEOUT must be >= 0, got {self.drain_timeout}")
+        for name in ("metrics_interval", "metrics_store_interval", "metrics_retention_days"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()} must be a positive number, got {getattr(self, name)!r}",
+                    details={"setting": name},
+                )
         if self.auth not in ("required", "off"):
             raise ConfigurationError(f"{ENV_PREFIX}AUTH must be 'required' or 'off', got {self.auth!r}")
         if self.jwt_expires <= 0 or self.trusted_proxies < 0:

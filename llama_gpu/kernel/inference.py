@@ -82,6 +82,8 @@ class InferenceStream:
             data.update(
                 prompt_tokens=self.response.prompt_tokens,
                 tokens_generated=self.response.completion_tokens,
+                time_to_first_token=_round(self.response.time_to_first_token),
+                queue_time=_round(self.response.queue_time),
                 inference_time=round(self.response.inference_time, 6),
                 backend=self.response.backend,
                 finish_reason=self.response.finish_reason,
@@ -197,6 +199,10 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
     stream = InferenceStream(kernel, request, model, job)
     kernel.requests.add(stream)
     return stream
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
 
 
 def caller_of(request: InferenceRequest) -> str | None:

@@ -45,6 +45,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local_models", "llama_gpu.plugins.models.local:LocalModels"),
     ("limits", "llama_gpu.plugins.filters.limits:LimitsFilter"),
     ("rate_limits", "llama_gpu.plugins.auth.ratelimit:RateLimiter"),
+    ("monitoring", "llama_gpu.plugins.monitoring.monitor:Monitoring"),
+    ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.
