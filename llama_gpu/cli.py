@@ -86,7 +86,7 @@ def serve(
     max_queue: int | None,
     queue_timeout: float | None,
 ) -> None:
-    """Start the server (development server; production runs under gunicorn)."""
+    """Start the server with its Socket.IO channel (development server; production runs under gunicorn)."""
     from .api import create_app, stop_on_exit
 
     settings = Settings.from_env(
@@ -113,7 +113,9 @@ def serve(
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"LLaMA GPU {__version__} serving on http://{settings.host}:{settings.port}", err=True)
-    app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
+    # Through the Socket.IO server, so that the dashboard's WebSocket works (Werkzeug, threaded).
+    socketio = app.extensions["socketio"]
+    socketio.run(app, host=settings.host, port=settings.port, use_reloader=False, allow_unsafe_werkzeug=True)
 
 
 @main.group()

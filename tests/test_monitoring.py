@@ -80,7 +80,7 @@ def test_status_reports_real_machine_figures_and_request_statistics(tmp_path: Pa
             "inference_engine": "running",
             "plugin_manager": "running",
             "web_dashboard": "disabled",
-            "websocket_server": "disabled",
+            "websocket_server": "running",
         }
         stats = body["statistics"]
         assert stats["source"] == "request_log"

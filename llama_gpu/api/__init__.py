@@ -40,6 +40,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
+    from ..dashboard import init_dashboard
     from . import auth, health, infer, models, openai, openapi, plugins, system
 
     blueprints = (
@@ -57,6 +58,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    init_dashboard(app, kernel)
     app.before_request(assign_request_id)
 
     @app.after_request

@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("rate_limits", "llama_gpu.plugins.auth.ratelimit:RateLimiter"),
     ("monitoring", "llama_gpu.plugins.monitoring.monitor:Monitoring"),
     ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
+    ("socketio_bridge", "llama_gpu.plugins.monitoring.socketio_bridge:SocketIOBridge"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.
