@@ -7,8 +7,10 @@ differ in their last bits, and greedy decoding follows a different token at the 
 near-tie. So the tests require what is exact: sequences do not see each other (eight
 copies of one prompt in one batch give eight identical texts, which a leak between
 sequences' cells or positions would break), every request's first token is the one it gets
-alone, and a request whose prompt was processed before its neighbours arrived gives
-exactly its text alone. Seeded sampling draws from each request's own generator, so a
+alone, and a request whose prompt was processed before its neighbours arrived keeps its
+text alone up to its first near-tie (two likeliest tokens within ``NEAR_TIE`` nats: where
+the last bits decide, and those depend on the CPU's kernels — on one AMD EPYC the
+"France" prompt meets a 0.046-nat tie at its third token). Seeded sampling draws from each request's own generator, so a
 seed gives the same text whatever the neighbours.
 """
 
@@ -76,6 +78,19 @@ def together(kernel: Kernel, requests_: list[InferenceRequest]) -> list[Any]:
     return out
 
 
+#: Two likeliest tokens closer than this (in nats) are a near-tie: the batch's summation order may decide.
+NEAR_TIE = 0.1
+
+
+def stable_length(chunks: list[Any]) -> int:
+    """How many leading chunks (asked with ``logprobs=2``) were chosen by more than ``NEAR_TIE``."""
+    for i, chunk in enumerate(chunks):
+        best = sorted((chunk.top_logprobs or {}).values(), reverse=True)
+        if len(best) > 1 and best[0] - best[1] < NEAR_TIE:
+            return i
+    return len(chunks)
+
+
 def greedy(prompt: str, **kw: Any) -> InferenceRequest:
     return InferenceRequest(prompt=prompt, max_tokens=kw.pop("max_tokens", 32), temperature=0, **kw)
 
@@ -105,21 +120,26 @@ def test_eight_copies_of_a_prompt_in_one_batch_give_eight_identical_texts(kernel
 
 
 def test_batched_requests_start_with_the_token_they_get_alone(kernel: Kernel) -> None:
-    alone = [first_token(kernel, greedy(p, max_tokens=1)) for p in PROMPTS]
+    alone = [list(kernel.generate(greedy(p, max_tokens=1, logprobs=2))) for p in PROMPTS]
     batched = together(kernel, [greedy(p, max_tokens=1) for p in PROMPTS])
-    assert [r.text for r in batched] == alone
+    clear = [i for i, chunks in enumerate(alone) if stable_length(chunks) == 1]  # a first-token near-tie may flip
+    assert len(clear) >= 6
+    assert [batched[i].text for i in clear] == [alone[i][0].text for i in clear]
 
 
 def test_a_request_prefilled_alone_keeps_its_text_when_others_join(kernel: Kernel) -> None:
-    alone = kernel.complete(greedy(PROMPTS[1], max_tokens=32)).text
-    stream = kernel.generate(greedy(PROMPTS[1], max_tokens=32))
+    prompt = "# Quick sort in Python\n"
+    alone = list(kernel.generate(greedy(prompt, max_tokens=32, logprobs=2)))
+    stable = stable_length(alone)
+    assert stable >= 8, f"the prompt meets a near-tie at token {stable}; pick one decided more clearly"
+    stream = kernel.generate(greedy(prompt, max_tokens=32))
     chunks = iter(stream)
     texts = [next(chunks).text]  # its prompt is in the cache before the others arrive
     others = threading.Thread(target=together, args=(kernel, [greedy(p, max_tokens=32) for p in PROMPTS[2:]]))
     others.start()
     texts.extend(chunk.text for chunk in chunks)
     others.join(300)
-    assert "".join(texts) == alone
+    assert texts[:stable] == [chunk.text for chunk in alone[:stable]]
 
 
 def test_a_seed_reproduces_a_sample_whatever_the_neighbours(kernel: Kernel) -> None:
