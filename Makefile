@@ -29,6 +29,7 @@ serve: $(VENV)/.all
 	HF_HUB_OFFLINE=1 $(BIN)/llama-gpu serve
 
 test: $(VENV)/.all lint
+	scripts/ensure_chromium.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # The engine benchmark: raw llama.cpp, llama-cpp-python's server and ours, in one run;

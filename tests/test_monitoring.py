@@ -79,7 +79,7 @@ def test_status_reports_real_machine_figures_and_request_statistics(tmp_path: Pa
         assert body["services"] == {
             "inference_engine": "running",
             "plugin_manager": "running",
-            "web_dashboard": "disabled",
+            "web_dashboard": "running",
             "websocket_server": "running",
         }
         stats = body["statistics"]

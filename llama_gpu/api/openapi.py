@@ -119,6 +119,7 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
     "system.prometheus_metrics": ("Metrics in the Prometheus text format", None, {}, False),
     "openapi.document": ("This document", None, _obj("openapi", "paths"), False),
     "openapi.docs": ("Browsable API documentation", None, {}, False),
+    "dashboard.index": ("The web dashboard (it logs in and calls this API)", None, {}, False),
 }
 
 NATIVE_ERROR = {
@@ -154,6 +155,7 @@ OPEN = frozenset(
         "openapi.document",
         "openapi.docs",
         "system.prometheus_metrics",
+        "dashboard.index",
     }
 )
 UNLIMITED = OPEN - {"auth.login"}

@@ -1,8 +1,8 @@
-"""The web dashboard's Socket.IO channel.
+"""The web dashboard (served at ``/``) and its Socket.IO channel.
 
-:func:`init_dashboard` is called by the app factory: it attaches the Flask-SocketIO
-server, which it shares with plugins as ``kernel.services["socketio"]`` (the
-``socketio_bridge`` plugin emits bus events through it).
+:func:`init_dashboard` is called by the app factory: it registers the page and asset
+blueprint and attaches the Flask-SocketIO server, which it shares with plugins as
+``kernel.services["socketio"]`` (the ``socketio_bridge`` plugin emits bus events through it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from ..kernel.kernel import Kernel
 
 
 def init_dashboard(app: Flask, kernel: Kernel) -> None:
-    """Attach Socket.IO to ``app``."""
+    """Serve the dashboard and attach Socket.IO to ``app``."""
     from .socket import init_socketio
+    from .views import bp
 
+    app.register_blueprint(bp)
     init_socketio(app, kernel)
