@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from llama_gpu import Kernel, Settings
+from llama_gpu import Event, Kernel, Settings
 from llama_gpu.api import create_app
 from llama_gpu.db import Database
 from llama_gpu.errors import ConfigurationError
 from llama_gpu.plugins.monitoring.alerts import AlertManager, Rule, parse_rules
+from llama_gpu.plugins.monitoring.monitor import RequestWindow
 from llama_gpu.plugins.monitoring.samples import SampleStore
 from llama_gpu.plugins.monitoring.system import GPUReader
 
@@ -65,10 +66,14 @@ def test_status_reports_real_machine_figures_and_request_statistics(tmp_path: Pa
         for _ in range(3):
             assert client.post("/api/v1/infer", json=INFER).status_code == 200
         assert client.post("/api/v1/infer", json={**INFER, "model": "no-such-model"}).status_code == 404
+        client.put("/api/v1/plugins/echo/config", json={"config": {"settings": {"token_delay": 0.2}}})
+        left = client.post("/api/v1/infer", json={**INFER, "stream": True})
+        assert next(iter(left.response))  # started…
+        left.close()  # …and the client went away: cancelled, not an error
 
         def settled() -> dict[str, Any] | None:
             body = client.get("/api/v1/system/status").get_json()
-            return body if body["statistics"]["total_requests"] == 4 else None
+            return body if body["statistics"]["total_requests"] == 5 else None
 
         body = wait_until(settled)  # the request log is written in batches, about every second
         assert body["success"] is True and body["status"] == "healthy" and body["uptime"] > 0
@@ -84,8 +89,9 @@ def test_status_reports_real_machine_figures_and_request_statistics(tmp_path: Pa
         }
         stats = body["statistics"]
         assert stats["source"] == "request_log"
-        assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (4, 3, 1)
-        assert stats["error_rate"] == 0.25 and stats["requests_per_minute"] == 4
+        assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (5, 3, 1)
+        assert stats["cancelled_requests"] == 1
+        assert stats["error_rate"] == 0.2 and stats["requests_per_minute"] == 5
         assert 0 < stats["avg_response_time"] < 5
         assert body["engine"]["models_loaded"] == 1
     finally:
@@ -389,3 +395,35 @@ def test_monitoring_endpoints_answer_503_when_the_plugin_is_unloaded(live: Live)
 def test_bad_sampling_settings_fail_at_start_up_naming_the_variable(variable: str, raw: str) -> None:
     with pytest.raises(ConfigurationError, match=variable):
         Settings.from_env({variable: raw})
+
+
+def test_the_request_window_counts_cancellations_in_rates_but_not_as_errors() -> None:
+    window = RequestWindow(keep=60)
+    now = time.time()
+    events = [
+        ("inference_completed", {"latency": 0.5, "tokens_generated": 4}),
+        ("inference_completed", {"latency": 1.5, "tokens_generated": 6}),
+        ("inference_failed", {"reason": "cancelled", "status": 499, "tokens_generated": 2}),
+        ("inference_failed", {"reason": "error", "status": 500, "error": "INFERENCE_FAILED"}),
+        ("model_status", {"status": "loaded"}),  # not a request
+    ]
+    for type_, data in events:
+        window.add(Event(type=type_, data=data, timestamp=now))
+    window.add(Event(type="inference_completed", data={"latency": 9.0}, timestamp=now - 120))  # too old
+    summary = window.summary(60, now)
+    assert summary["requests"] == 4 and summary["failed"] == 1 and summary["tokens"] == 12
+    assert summary["error_rate"] == 0.25 and summary["server_error_rate"] == 0.25
+    assert summary["avg_latency"] == 1.0 and summary["p95_latency"] == 1.5
+    assert summary["requests_per_second"] == round(4 / 60, 4)
+
+
+def test_model_and_plugin_changes_are_in_the_logs(live: Live) -> None:
+    logging.getLogger("llama_gpu").setLevel(logging.INFO)
+    assert live.client.post("/api/v1/models/echo/load", json={}).status_code == 200
+    assert live.client.delete("/api/v1/plugins/limits/unload").status_code == 200
+    logs = live.client.get("/api/v1/system/logs?level=INFO&limit=5000").get_json()["logs"]
+    loaded = next(r for r in logs if r["message"] == "model echo loaded")
+    assert loaded["component"] == "kernel.registry" and loaded["metadata"]["model"] == "echo"
+    assert loaded["metadata"]["details"]["backend"] == "echo" and "load_time" in loaded["metadata"]["details"]
+    unloaded = next(r for r in logs if r["message"] == "plugin limits unloaded")
+    assert unloaded["metadata"] == {"plugin_id": "limits"} and unloaded["component"] == "kernel.kernel"

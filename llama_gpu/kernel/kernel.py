@@ -137,6 +137,7 @@ class Kernel:
         self.state = KernelState.STARTED
         self.started_at = time.time()
         self.publish("kernel_state", {"state": self.state.value})
+        log.info("kernel started with %d plugins", len(self.plugins.records), extra={"state": self.state.value})
         self.registry.start_reaper()
         if self.settings.preload:
             threading.Thread(target=self._preload, name="preload", daemon=True).start()
@@ -306,6 +307,7 @@ class Kernel:
                 record.status, record.last_error = STATUS_AVAILABLE, str(exc)
                 raise
             self.plugins.invalidate_order()
+        log.info("plugin %s loaded", plugin_id, extra={"plugin_id": plugin_id, "load_time": record.load_time})
         self.publish("plugin_loaded", {"plugin_id": plugin_id, "load_time": record.load_time})
         return record
 
@@ -339,6 +341,7 @@ class Kernel:
             if not record.loaded:
                 raise PluginNotLoaded(f"plugin {plugin_id!r} is not loaded", details={"status": record.status})
             self._deactivate(record)
+        log.info("plugin %s unloaded", plugin_id, extra={"plugin_id": plugin_id})
         self.publish("plugin_unloaded", {"plugin_id": plugin_id})
         return record
 

@@ -343,6 +343,9 @@ class ModelRegistry:
         return progress
 
     def _status(self, spec: ModelSpec, status: str, **data: Any) -> None:
+        if status != "loading":  # one line per change of state, with its figures as metadata
+            level = logging.WARNING if status == "failed" else logging.INFO
+            log.log(level, "model %s %s", spec.id, status, extra={"model": spec.id, "details": data})
         self._publish("model_status", {"model": spec.id, "status": status, **data})
 
     # ------------------------------------------------------------------ unloading

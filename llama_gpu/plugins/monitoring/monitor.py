@@ -56,8 +56,8 @@ class RequestWindow:
     def __init__(self, keep: float = WINDOW) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        #: (finished at, latency, ok, tokens, server error)
-        self._done: collections.deque[tuple[float, float | None, bool, int, bool]] = collections.deque()
+        #: (finished at, latency, ok, tokens, server error, cancelled by its client)
+        self._done: collections.deque[tuple[float, float | None, bool, int, bool, bool]] = collections.deque()
 
     def add(self, event: Event) -> None:
         """Count an ``inference_completed`` or ``inference_failed`` event (refusals before a model count too)."""
@@ -67,6 +67,7 @@ class RequestWindow:
         tokens = event.data.get("tokens_generated")
         status = event.data.get("status")
         server_error = event.type == "inference_failed" and isinstance(status, int) and status >= 500
+        cancelled = event.type == "inference_failed" and event.data.get("reason") == "cancelled"
         with self._lock:
             self._done.append(
                 (
@@ -75,6 +76,7 @@ class RequestWindow:
                     event.type == "inference_completed",
                     tokens if isinstance(tokens, int) else 0,
                     server_error,
+                    cancelled,
                 )
             )
             self._trim(time.time())
@@ -84,13 +86,16 @@ class RequestWindow:
             self._done.popleft()
 
     def summary(self, seconds: float, now: float | None = None) -> dict[str, Any]:
-        """Rates, error rate and latency of the requests that finished in the last ``seconds``."""
+        """Rates, error rate and latency of the requests that finished in the last ``seconds``.
+
+        Requests their clients cancelled count in the rates, not as errors.
+        """
         now = time.time() if now is None else now
         with self._lock:
             self._trim(now)
             done = [d for d in self._done if d[0] >= now - seconds]
         latencies = sorted(d[1] for d in done if d[1] is not None and d[2])
-        failed = sum(1 for d in done if not d[2])
+        failed = sum(1 for d in done if not d[2] and not d[5])  # a client that left is no error
         server_errors = sum(1 for d in done if d[4])
         return {
             "requests": len(done),

@@ -29,6 +29,8 @@ SERIES: dict[str, str] = {
 }
 TIMEFRAMES: dict[str, int] = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 GRANULARITIES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+#: The request log's status of a request its client cancelled (left): neither a success nor an error.
+CANCELLED = 499
 
 
 class SampleStore:
@@ -75,23 +77,29 @@ class SampleStore:
         return _bucketed(rows, start, end, step)
 
     def request_statistics(self) -> dict[str, Any]:
-        """Totals from the request log: requests, successes, error rate, mean latency, requests in the last minute."""
+        """Totals from the request log: requests, successes, errors, cancellations, mean latency, last minute's count.
+
+        A request its client cancelled is not an error: it counts in neither ``successful`` nor ``failed``.
+        """
         minute_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
         with self.db.session() as session:
-            total, ok, latency, recent = session.execute(
+            total, ok, cancelled, latency, recent = session.execute(
                 select(
                     func.count(RequestLog.id),
                     func.sum(case((RequestLog.status < 400, 1), else_=0)),
+                    func.sum(case((RequestLog.status == CANCELLED, 1), else_=0)),
                     func.avg(RequestLog.latency_ms),
                     func.sum(case((RequestLog.created_at >= minute_ago, 1), else_=0)),
                 )
             ).one()
-        total, ok = int(total or 0), int(ok or 0)
+        total, ok, cancelled = int(total or 0), int(ok or 0), int(cancelled or 0)
+        failed = total - ok - cancelled
         return {
             "total_requests": total,
             "successful_requests": ok,
-            "failed_requests": total - ok,
-            "error_rate": round((total - ok) / total, 4) if total else 0.0,
+            "failed_requests": failed,
+            "cancelled_requests": cancelled,
+            "error_rate": round(failed / total, 4) if total else 0.0,
             "avg_response_time": round(float(latency) / 1000.0, 4) if latency is not None else None,
             "requests_per_minute": int(recent or 0),
         }
