@@ -417,13 +417,23 @@ def test_the_request_window_counts_cancellations_in_rates_but_not_as_errors() ->
     assert summary["requests_per_second"] == round(4 / 60, 4)
 
 
-def test_model_and_plugin_changes_are_in_the_logs(live: Live) -> None:
-    logging.getLogger("llama_gpu").setLevel(logging.INFO)
-    assert live.client.post("/api/v1/models/echo/load", json={}).status_code == 200
-    assert live.client.delete("/api/v1/plugins/limits/unload").status_code == 200
-    logs = live.client.get("/api/v1/system/logs?level=INFO&limit=5000").get_json()["logs"]
-    loaded = next(r for r in logs if r["message"] == "model echo loaded")
-    assert loaded["component"] == "kernel.registry" and loaded["metadata"]["model"] == "echo"
-    assert loaded["metadata"]["details"]["backend"] == "echo" and "load_time" in loaded["metadata"]["details"]
-    unloaded = next(r for r in logs if r["message"] == "plugin limits unloaded")
-    assert unloaded["metadata"] == {"plugin_id": "limits"} and unloaded["component"] == "kernel.kernel"
+def test_model_and_plugin_changes_are_in_the_logs(tmp_path: Path) -> None:
+    root, package = logging.getLogger(), logging.getLogger("llama_gpu")
+    saved = root.level, package.level
+    # a host program (or a test runner) may leave the root logger at WARNING: the package follows LLAMA_GPU_LOG_LEVEL
+    root.setLevel(logging.WARNING)
+    package.setLevel(logging.NOTSET)
+    live = Live(tmp_path, log_level="INFO")
+    try:
+        assert live.client.post("/api/v1/models/echo/load", json={}).status_code == 200
+        assert live.client.delete("/api/v1/plugins/limits/unload").status_code == 200
+        logs = live.client.get("/api/v1/system/logs?level=INFO&limit=5000").get_json()["logs"]
+        loaded = next(r for r in logs if r["message"] == "model echo loaded")
+        assert loaded["component"] == "kernel.registry" and loaded["metadata"]["model"] == "echo"
+        assert loaded["metadata"]["details"]["backend"] == "echo" and "load_time" in loaded["metadata"]["details"]
+        unloaded = next(r for r in logs if r["message"] == "plugin limits unloaded")
+        assert unloaded["metadata"] == {"plugin_id": "limits"} and unloaded["component"] == "kernel.kernel"
+    finally:
+        live.kernel.stop(timeout=5)
+        root.setLevel(saved[0])
+        package.setLevel(saved[1])

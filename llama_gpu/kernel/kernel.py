@@ -128,6 +128,9 @@ class Kernel:
         """Load plugins, call ``startup``, and accept requests."""
         if self.state is not KernelState.CREATED:
             raise ConfigurationError(f"kernel cannot start from state {self.state.value!r}")
+        # the package's records follow LLAMA_GPU_LOG_LEVEL whatever the root logger was set to (by a host
+        # program, a test runner or gunicorn): the monitoring plugin's log view depends on it
+        logging.getLogger(__package__.rpartition(".")[0]).setLevel(self.settings.log_level.upper())
         self.load_plugins()
         for record, impl in self.plugins.ordered_impls("startup"):
             try:
