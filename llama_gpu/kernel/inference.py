@@ -70,7 +70,6 @@ class InferenceStream:
         self._kernel.registry.release(
             self.model.spec.id, tokens=tokens, seconds=seconds, ok=ok, keep_alive=self.request.keep_alive
         )
-        self._kernel.leave_request(ok, tokens)
         data: dict[str, Any] = {
             "request_id": self.request.id,
             "model": self.model.spec.id,
@@ -97,6 +96,9 @@ class InferenceStream:
                 tokens_generated=tokens,
             )
             self._kernel.publish("inference_failed", data)
+        # Counted out only after its event is on the bus: a draining stop() that wakes up here
+        # must not shut the subscribers (request log, Socket.IO bridge) down before they have it.
+        self._kernel.leave_request(ok, tokens)
 
     def _run(self) -> Generator[Chunk, None, InferenceResponse]:
         kernel, request, model = self._kernel, self.request, self.model
