@@ -30,6 +30,7 @@ serve: $(VENV)/.all
 
 test: $(VENV)/.all lint
 	scripts/ensure_chromium.sh
+	scripts/ensure_nginx.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # The engine benchmark: raw llama.cpp, llama-cpp-python's server and ours, in one run;

@@ -7,7 +7,9 @@ Every flag mirrors a ``LLAMA_GPU_*`` variable.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .kernel.config import Settings
+from .kernel.config import ENV_PREFIX, Settings
 from .kernel.errors import LlamaGPUError
 from .kernel.kernel import Kernel
 
@@ -78,6 +80,18 @@ def main() -> None:
     default=None,
     help="Seconds a request may wait [60].",
 )
+@click.option(
+    "--production",
+    is_flag=True,
+    help="Serve under gunicorn with docker/gunicorn.conf.py (one gthread worker) instead of Werkzeug.",
+)
+@click.option(
+    "--gunicorn-config",
+    envvar="LLAMA_GPU_GUNICORN_CONFIG",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="gunicorn config for --production [docker/gunicorn.conf.py of the source tree].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -85,8 +99,10 @@ def serve(
     parallel: int | None,
     max_queue: int | None,
     queue_timeout: float | None,
+    production: bool,
+    gunicorn_config: str | None,
 ) -> None:
-    """Start the server with its Socket.IO channel (development server; production runs under gunicorn)."""
+    """Start the server with its Socket.IO channel (Werkzeug; ``--production``: gunicorn)."""
     from .api import create_app, stop_on_exit
 
     settings = Settings.from_env(
@@ -97,17 +113,10 @@ def serve(
         max_queue=max_queue,
         queue_timeout=queue_timeout,
     )
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    if settings.auth == "required":
-        from .plugins.auth.keys import bootstrap_admin
-
-        first = bootstrap_admin(settings)
-        if first is not None:  # printed once, on the first start; never logged
-            user, password, key = first
-            click.echo(
-                f"First start: created the admin user {user!r} with password {password}\n"
-                f"and an admin API key (shown only now; keep it):\n\n    {key}\n",
-            )
+    argv = _gunicorn_argv(settings, gunicorn_config) if production else None  # checked before any change
+    _bootstrap(settings)
+    if argv is not None:
+        _exec_gunicorn(settings, argv)
     app = create_app(settings)
     stop_on_exit(app)
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.
@@ -116,6 +125,63 @@ def serve(
     # Through the Socket.IO server, so that the dashboard's WebSocket works (Werkzeug, threaded).
     socketio = app.extensions["socketio"]
     socketio.run(app, host=settings.host, port=settings.port, use_reloader=False, allow_unsafe_werkzeug=True)
+
+
+def _bootstrap(settings: Settings) -> bool:
+    """The first start: create the admin user and key, print them once; whether it did."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    if settings.auth != "required":
+        return False
+    from .plugins.auth.keys import bootstrap_admin
+
+    first = bootstrap_admin(settings)
+    if first is None:
+        return False
+    user, password, key = first  # printed once, on the first start; never logged
+    click.echo(
+        f"First start: created the admin user {user!r} with password {password}\n"
+        f"and an admin API key (shown only now; keep it):\n\n    {key}\n",
+    )
+    return True
+
+
+@main.command("bootstrap-admin")
+def bootstrap_admin_command() -> None:
+    """Create the admin user and an admin key if there is no user yet (printed once), else nothing.
+
+    What ``serve`` does at its first start; run it once before starting several instances
+    on one database (compose's ``migrate`` service), so that they do not race to create it.
+    """
+    if not _bootstrap(Settings.from_env()):
+        click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
+
+
+#: The gunicorn config of the source tree (an installed wheel has none: pass --gunicorn-config).
+GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "docker" / "gunicorn.conf.py"
+#: What gunicorn serves: the app factory's module, built in the worker (never in the master).
+WSGI_APP = "llama_gpu.api.wsgi:app"
+
+
+def _gunicorn_argv(settings: Settings, config: str | None) -> list[str]:
+    """The gunicorn command line of ``serve --production`` (UsageError without gunicorn or its config)."""
+    path = Path(config) if config else GUNICORN_CONFIG
+    if not path.is_file():
+        raise click.UsageError(f"gunicorn config {str(path)!r} not found: pass --gunicorn-config PATH")
+    if importlib.util.find_spec("gunicorn") is None:
+        raise click.UsageError("--production needs gunicorn: pip install gunicorn")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return [sys.executable, "-m", "gunicorn", "--config", str(path), "--bind", f"{host}:{settings.port}", WSGI_APP]
+
+
+def _exec_gunicorn(settings: Settings, argv: list[str]) -> None:
+    """Replace this process with gunicorn (so that SIGTERM reaches its master directly)."""
+    # The worker builds its app from the environment: hand it the flags' values too.
+    for name in ("host", "port", "default_model", "parallel", "max_queue", "queue_timeout"):
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
+    click.echo(f"LLaMA GPU {__version__}: gunicorn on http://{argv[6]} ({argv[4]})", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @main.group()
