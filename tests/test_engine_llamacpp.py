@@ -10,8 +10,8 @@ sequences' cells or positions would break), every request's first token is the o
 alone, and a request whose prompt was processed before its neighbours arrived keeps its
 text alone up to its first near-tie (two likeliest tokens within ``NEAR_TIE`` nats: where
 the last bits decide, and those depend on the CPU's kernels — on one AMD EPYC the
-"France" prompt meets a 0.046-nat tie at its third token). Seeded sampling draws from each request's own generator, so a
-seed gives the same text whatever the neighbours.
+"France" prompt meets a 0.046-nat tie at its third token). A seed repeats a sampled text computed the same way
+(alone twice); batched, it follows the logits' last bits like greedy decoding does.
 """
 
 from __future__ import annotations
@@ -142,16 +142,23 @@ def test_a_request_prefilled_alone_keeps_its_text_when_others_join(kernel: Kerne
     assert texts[:stable] == [chunk.text for chunk in alone[:stable]]
 
 
-def test_a_seed_reproduces_a_sample_whatever_the_neighbours(kernel: Kernel) -> None:
+def test_a_seed_reproduces_a_sample_computed_the_same_way(kernel: Kernel) -> None:
+    """A seed repeats a sampled text computed the same way; another seed gives another text.
+
+    Batched and alone are not compared: their logits differ by about 1% here (the module
+    docstring), and a seeded sample follows them, as greedy decoding does at a near-tie.
+    """
+
     def sampled(prompt: str, seed: int) -> InferenceRequest:
         return InferenceRequest(prompt=prompt, max_tokens=24, temperature=0.9, top_p=0.95, seed=seed)
 
-    alone = kernel.complete(sampled("Write a haiku about the sea", 1234)).text
-    neighbours = [sampled(p, 99 + n) for n, p in enumerate(PROMPTS[:5])]
-    batched = together(kernel, [*neighbours[:3], sampled("Write a haiku about the sea", 1234), *neighbours[3:]])
-    assert batched[3].text == alone
-    other_seed = kernel.complete(sampled("Write a haiku about the sea", 4321)).text
-    assert other_seed != alone
+    haiku = "Write a haiku about the sea"
+    alone = kernel.complete(sampled(haiku, 1234)).text
+    assert kernel.complete(sampled(haiku, 1234)).text == alone
+    assert kernel.complete(sampled(haiku, 4321)).text != alone
+    neighbours = [sampled(p, 99 + i) for i, p in enumerate(PROMPTS[:5])]
+    batched = all_at_once(kernel, [*neighbours[:3], sampled(haiku, 1234), *neighbours[3:]])
+    assert all(r.completion_tokens == 24 or r.finish_reason == "stop" for r in batched)
 
 
 def test_running_streams_keep_flowing_while_a_long_prompt_is_processed(kernel: Kernel) -> None:
