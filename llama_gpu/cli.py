@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .bench.cli import bench
 from .kernel.config import ENV_PREFIX, Settings
 from .kernel.errors import LlamaGPUError
 from .kernel.kernel import Kernel
@@ -211,3 +212,6 @@ def plugins_list(as_json: bool) -> None:
 def version() -> None:
     """Print the version."""
     click.echo(__version__)
+
+
+main.add_command(bench)

@@ -35,9 +35,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from ..bench.metrics import RequestMetrics
     from .backend import Backend, ModelSpec
     from .kernel import Kernel
     from .types import Chunk, Credentials, Event, Identity, InferenceRequest, InferenceResponse, RateLimitStatus
+else:
+    RequestMetrics = Any  # the kernel imports nothing of the bench suite at run time
 
 PROJECT_NAME = "llama_gpu"
 
@@ -152,6 +155,21 @@ def register_routes(register: Callable[[Any], None]) -> None:
     plugin loaded later at runtime adds its routes at the next start.
 
     :param register: Adds one blueprint.
+    :return: Nothing.
+    """
+
+
+@hookspec
+def register_benchmark_metrics(register: Callable[[str, Callable[[list[RequestMetrics]], float | None]], None]) -> None:
+    """Add a metric to benchmark runs and model evaluations.
+
+    Aggregation: collector. Call ``register(name, fn)``; ``fn`` receives the
+    :class:`~llama_gpu.bench.metrics.RequestMetrics` of one run (failed requests
+    included: check ``metric.ok``) and returns a number, or ``None`` when it does not
+    apply. Its value appears in ``aggregated_metrics["custom"][name]``. A name
+    registered twice fails; an ``fn`` that raises gives ``None`` for that run.
+
+    :param register: Adds one named metric function.
     :return: Nothing.
     """
 

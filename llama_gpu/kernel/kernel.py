@@ -69,6 +69,7 @@ COLLECTORS: tuple[str, ...] = (
     "register_models",
     "register_commands",
     "register_routes",
+    "register_benchmark_metrics",
 )
 
 
@@ -92,6 +93,7 @@ class Kernel:
         self._owned: dict[str, list[tuple[str, str]]] = {}
         self._commands: dict[str, Any] = {}
         self._routes: dict[str, Any] = {}
+        self._benchmark_metrics: dict[str, Callable[[list[Any]], float | None]] = {}
         self._plugins_loaded = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -248,6 +250,8 @@ class Kernel:
                 self._commands.pop(name, None)
             elif kind == "register_routes":
                 self._routes.pop(name, None)
+            elif kind == "register_benchmark_metrics":
+                self._benchmark_metrics.pop(name, None)
         self.registry.remove_owner(record.id)
         self.plugins.unregister(record)
         record.status = STATUS_AVAILABLE
@@ -263,6 +267,13 @@ class Kernel:
             if hook == "register_event_types":
                 name, description = args
                 self.events.add_type(name, description)
+            elif hook == "register_benchmark_metrics":
+                name, fn = args
+                if not isinstance(name, str) or not name or not callable(fn):
+                    raise TypeError(f"{hook} expects (name, callable), got {args!r}")
+                if name in self._benchmark_metrics:
+                    raise ValueError(f"{hook}: {name!r} is registered twice")
+                self._benchmark_metrics[name] = fn
             else:
                 target = self._commands if hook == "register_commands" else self._routes
                 name = getattr(args[0], "name", None)
@@ -513,6 +524,10 @@ class Kernel:
     def routes(self) -> list[Any]:
         """Flask blueprints registered by plugins."""
         return list(self._routes.values())
+
+    def benchmark_metrics(self) -> dict[str, Callable[[list[Any]], float | None]]:
+        """Benchmark and evaluation metrics registered by plugins: name → fn(list of RequestMetrics)."""
+        return dict(self._benchmark_metrics)
 
     def load_model(
         self, model_id: str, backend: str | None = None, options: LoadOptions | None = None
