@@ -376,3 +376,98 @@ def test_dashboard_end_to_end_in_chromium(chromium: str, live_server: LiveServer
 
     assert not foreign, f"requests left the server: {foreign}"
     assert not problems, problems
+
+
+def test_benchmarks_page_in_chromium(chromium: str, live_server: LiveServer) -> None:
+    """Start a benchmark of the echo model from the page, watch its live progress, read the results and charts,
+    and cancel a second one."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base = live_server.url
+    foreign: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.goto(base + "/")
+            page.get_by_test_id("login-username").fill("admin")
+            page.get_by_test_id("login-password").fill(PASSWORD)
+            page.get_by_test_id("login-submit").click()
+            expect(page.get_by_test_id("conn-status")).to_have_text("live", timeout=15_000)
+            page.get_by_test_id("nav-benchmarks").click()
+            expect(page.get_by_test_id("page-benchmarks")).to_be_visible()
+            expect(page.locator("#bench-body")).to_contain_text("No benchmarks yet")
+            # what the page's own socket receives on the "benchmarks" channel
+            page.evaluate(
+                "() => { window.benchEvents = []; "
+                "LG.live.socket.onAny((name) => name.startsWith('benchmark.') && window.benchEvents.push(name)); }"
+            )
+
+            # ---------------------------------------------------------------- a time-bounded sweep: 2 runs of 2 s
+            page.get_by_test_id("bench-model").select_option("echo")
+            page.get_by_test_id("bench-endpoint").select_option("completions")  # echo has no chat template
+            page.get_by_test_id("bench-scenario").fill("D(20,8)")
+            page.get_by_test_id("bench-users").fill("1,2")
+            page.get_by_test_id("bench-requests").fill("")
+            page.get_by_test_id("bench-time").fill("2")
+            page.get_by_test_id("bench-start").click()
+            expect(page.get_by_test_id("toast-ok")).to_contain_text("queued")
+            row = page.locator("[data-testid^=bench-row-]").first
+            job_id = int((row.get_attribute("data-testid") or "").rsplit("-", 1)[1])
+            expect(page.get_by_test_id(f"bench-status-{job_id}")).to_have_text("running", timeout=10_000)
+            expect(page.get_by_test_id(f"bench-note-{job_id}")).to_contain_text("done", timeout=10_000)
+            page.wait_for_function(
+                f"() => Number(document.querySelector('[data-testid=bench-progress-{job_id}]')"
+                ".getAttribute('aria-valuenow')) > 0"
+            )
+            _shot(page, "15-benchmark-running")
+            expect(page.get_by_test_id(f"bench-status-{job_id}")).to_have_text("completed", timeout=30_000)
+            results = page.get_by_test_id("bench-results")
+            expect(results).to_be_visible()
+            expect(page.get_by_test_id("bench-results-title")).to_contain_text(f"#{job_id}")
+            expect(page.get_by_test_id("bench-result-row")).to_have_count(2)
+            for canvas in ("bench-chart-throughput", "bench-chart-latency"):
+                page.wait_for_function(
+                    f"() => Chart.getChart(document.getElementById('{canvas}')).data.datasets[0].data"
+                    ".filter((v) => v > 0).length === 2"
+                )
+            events = page.evaluate("() => window.benchEvents")
+            assert events[0] == "benchmark.started" and events[-1] == "benchmark.completed", events
+            assert "benchmark.progress" in events and "benchmark.failed" not in events, events
+            stored = live_server.kernel.services["benchmarks"].get(job_id, _admin())
+            assert stored.status == "completed" and len(stored.results["runs"]) == 2
+            _shot(page, "16-benchmark-results")
+
+            # ---------------------------------------------------------------- a long one, cancelled from the page
+            page.get_by_test_id("bench-time").fill("120")
+            page.get_by_test_id("bench-users").fill("1")
+            page.get_by_test_id("bench-start").click()
+            page.wait_for_function("() => [...document.querySelectorAll('[data-testid^=bench-row-]')].length === 2")
+            second = page.locator("[data-testid^=bench-row-]").first
+            second_id = int((second.get_attribute("data-testid") or "").rsplit("-", 1)[1])
+            assert second_id != job_id
+            expect(page.get_by_test_id(f"bench-status-{second_id}")).to_have_text("running", timeout=10_000)
+            page.get_by_test_id(f"bench-cancel-{second_id}").click()
+            page.get_by_test_id("modal-confirm").click()
+            expect(page.get_by_test_id(f"bench-status-{second_id}")).to_have_text("cancelled", timeout=15_000)
+            expect(page.get_by_test_id(f"bench-results-{second_id}")).to_be_enabled()
+            _shot(page, "17-benchmark-cancelled")
+        finally:
+            browser.close()
+
+    assert not foreign, f"requests left the server: {foreign}"
+    assert not problems, problems
+
+
+def _admin() -> Any:
+    from llama_gpu.kernel.types import Identity
+
+    return Identity(id="test", kind="system", roles=frozenset({"admin"}))

@@ -78,7 +78,13 @@ RATE_LIMIT_GROUPS: dict[str, str] = {
     "openai.model_status": "models",
 }
 #: Blueprints whose every endpoint counts in one group.
-RATE_LIMIT_BLUEPRINTS: dict[str, str] = {"models": "models", "plugins": "plugins", "auth": "auth", "auth_v1": "auth"}
+RATE_LIMIT_BLUEPRINTS: dict[str, str] = {
+    "models": "models",
+    "plugins": "plugins",
+    "auth": "auth",
+    "auth_v1": "auth",
+    "benchmarks": "benchmarks",
+}
 #: Endpoints that count as ``stream`` when the JSON body asks for ``"stream": true``.
 STREAMABLE = frozenset({"infer.infer", "aliases.generate", "openai.chat_completions", "openai.completions"})
 

@@ -120,6 +120,54 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
     "openapi.document": ("This document", None, _obj("openapi", "paths"), False),
     "openapi.docs": ("Browsable API documentation", None, {}, False),
     "dashboard.index": ("The web dashboard (it logs in and calls this API)", None, {}, False),
+    "evaluate.evaluate": (
+        "Evaluate a model on prompts: perplexity of reference texts, tokens/s, latency (stored as a run)",
+        native.EvaluateSchema,
+        _obj("success", "evaluation_id", "model", "results", "summary"),
+        False,
+    ),
+    "evaluate.metrics_history": (
+        "Figures of stored evaluations and benchmarks over time",
+        None,
+        _obj("success", "points"),
+        False,
+    ),
+    "benchmarks.create_benchmark": (
+        "Start a benchmark job (one per model) against this server or, for an admin, another one (202)",
+        native.BenchmarkCreateSchema,
+        _obj("success", "benchmark_id", "benchmark_ids", "status", "created_at", "estimated_completion"),
+        False,
+    ),
+    "benchmarks.list_benchmarks": (
+        "The caller's benchmark jobs (all, for an admin), newest first",
+        None,
+        _obj("success", "benchmarks", "total"),
+        False,
+    ),
+    "benchmarks.get_benchmark": (
+        "A benchmark job: config, status, progress, summary",
+        None,
+        _obj("success", "benchmark"),
+        False,
+    ),
+    "benchmarks.benchmark_status": (
+        "A benchmark job's status and progress",
+        None,
+        _obj("success", "benchmark_id", "status", "progress"),
+        False,
+    ),
+    "benchmarks.benchmark_results": (
+        "A finished benchmark job's results (409 until it has finished)",
+        None,
+        _obj("success", "benchmark_id", "status", "results"),
+        False,
+    ),
+    "benchmarks.cancel_benchmark": (
+        "Cancel a queued or running benchmark job",
+        None,
+        _obj("success", "benchmark_id", "status"),
+        False,
+    ),
 }
 
 NATIVE_ERROR = {
@@ -142,7 +190,11 @@ RATE_HEADERS = {
 QUERIES: dict[str, type[Schema]] = {
     "system.system_metrics": native.MetricsQuerySchema,
     "system.system_logs": native.LogsQuerySchema,
+    "evaluate.metrics_history": native.MetricsHistoryQuerySchema,
+    "benchmarks.list_benchmarks": native.BenchmarkListQuerySchema,
 }
+#: Endpoints that answer 202 Accepted (work queued), not 200.
+ACCEPTED = frozenset({"benchmarks.create_benchmark"})
 #: Endpoints whose 200 answer is neither JSON nor HTML.
 PLAIN_TEXT = frozenset({"system.prometheus_metrics"})
 
@@ -198,7 +250,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "tags": [rule.endpoint.split(".")[0]],
                 "parameters": params,
                 "responses": {
-                    "200": {"description": "OK", "content": content},
+                    ("202" if rule.endpoint in ACCEPTED else "200"): {"description": "OK", "content": content},
                     "default": {"description": "Error", **error},
                 },
             }

@@ -185,3 +185,106 @@ class LogsQuerySchema(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 5000))
     since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=dt.UTC)
     component = fields.String(load_default=None, validate=validate.Length(1, 128))
+
+
+class BenchmarkConfigSchema(Schema):
+    """``config`` of ``POST /api/v1/benchmarks``: the :class:`~llama_gpu.bench.BenchmarkConfig` fields a caller may set.
+
+    ``dataset_name`` is the shipped ``sonnets`` only (give your own prompts as ``prompts``), and
+    there is no ``output_dir``: results are stored in the database. ``api_base`` (another
+    server) needs the admin role; without it the benchmark targets this server's ``/v1``.
+    """
+
+    api_backend = fields.String(validate=validate.OneOf(["openai"]))
+    api_base = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(1, 255))
+    api_key = fields.String(validate=validate.Length(1, 1024))
+    api_model_name = fields.String(validate=validate.Length(1, 255))
+    task = fields.String(validate=validate.OneOf(["text-to-text", "text-to-embeddings"]))
+    dataset_name = fields.String(allow_none=True, validate=validate.OneOf(["sonnets"]))
+    traffic_scenario = fields.List(fields.String(validate=validate.Length(1, 64)), validate=validate.Length(1, 16))
+    num_users = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(1, 256)), validate=validate.Length(1, 16)
+    )
+    max_time_per_run = StrictFloat(validate=validate.Range(0.0, 3600.0, min_inclusive=False))
+    max_requests_per_run = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
+    spawn_rate = StrictFloat(allow_none=True, validate=validate.Range(0.0, 10_000.0, min_inclusive=False))
+    request_rate = StrictFloat(allow_none=True, validate=validate.Range(0.0, 10_000.0, min_inclusive=False))
+    additional_sampling_params = fields.Dict(keys=fields.String(validate=validate.Length(1, 64)))
+    server_info = fields.Dict(keys=fields.String(validate=validate.Length(1, 64)))
+    goodput = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(["ttft", "tpot", "e2el", "e2e_latency", "itl"])),
+        values=StrictFloat(validate=validate.Range(0.0, 3_600_000.0, min_inclusive=False)),
+    )
+    seed = fields.Integer(strict=True, validate=validate.Range(0, 2**31 - 1))
+    endpoint = fields.String(validate=validate.OneOf(["chat", "completions"]))
+    request_timeout = StrictFloat(validate=validate.Range(0.0, 3600.0, min_inclusive=False))
+
+
+class BenchmarkCreateSchema(Schema):
+    """Body of ``POST /api/v1/benchmarks``: ``{config}`` or ``{name, models, prompts, metrics, config}``."""
+
+    name = fields.String(validate=validate.Length(1, 255))
+    config = fields.Nested(BenchmarkConfigSchema, load_default=dict)
+    models = fields.List(fields.String(validate=validate.Length(1, 255)), validate=validate.Length(1, 8))
+    prompts = fields.List(fields.String(validate=validate.Length(1, 20_000)), validate=validate.Length(1, 1000))
+    metrics = fields.List(fields.String(validate=validate.Length(1, 64)), validate=validate.Length(1, 64))
+
+
+class BenchmarkListQuerySchema(Schema):
+    """Query of ``GET /api/v1/benchmarks``."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(["queued", "running", "completed", "failed", "cancelled"])
+    )
+
+
+#: Most prompts one evaluation may carry, and the longest prompt or reference text (characters).
+MAX_EVAL_PROMPTS = 64
+MAX_EVAL_TEXT = 20_000
+
+
+class EvalPromptField(fields.Field):
+    """One prompt of an evaluation: a string, or ``{"text": str, "reference": str}`` (reference optional)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str | None]:
+        if isinstance(value, str):
+            value = {"text": value}
+        if not isinstance(value, dict):
+            raise ValidationError("a prompt is a string or an object {text, reference}")
+        unknown = sorted(set(value) - {"text", "reference"})
+        if unknown:
+            raise ValidationError(f"unknown prompt fields: {', '.join(map(str, unknown))}")
+        text, reference = value.get("text"), value.get("reference")
+        if not isinstance(text, str) or not 1 <= len(text) <= MAX_EVAL_TEXT:
+            raise ValidationError(f"text must be a string of 1 to {MAX_EVAL_TEXT} characters")
+        if reference is not None and (not isinstance(reference, str) or not 1 <= len(reference) <= MAX_EVAL_TEXT):
+            raise ValidationError(f"reference must be a string of 1 to {MAX_EVAL_TEXT} characters")
+        return {"text": text, "reference": reference}
+
+
+class EvaluateConfigSchema(Schema):
+    """``config`` of an evaluation: sampling of every prompt (temperature 0 is greedy)."""
+
+    seed = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(0, 2**31 - 1))
+    max_tokens = fields.Integer(strict=True, load_default=32, validate=validate.Range(1, 512))
+    temperature = StrictFloat(load_default=0.0, validate=validate.Range(0.0, 2.0))
+    top_p = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+
+
+class EvaluateSchema(Schema):
+    """Body of ``POST /api/v1/models/{id}/evaluate``."""
+
+    prompts = fields.List(EvalPromptField(), required=True, validate=validate.Length(1, MAX_EVAL_PROMPTS))
+    config = fields.Nested(EvaluateConfigSchema, load_default=dict)
+    metrics = fields.List(fields.String(validate=validate.Length(1, 128)), load_default=None, allow_none=True)
+
+
+class MetricsHistoryQuerySchema(Schema):
+    """Query of ``GET /api/v1/metrics/history``: dates are ISO 8601 (UTC when no offset is given)."""
+
+    start_date = fields.AwareDateTime(load_default=None, format="iso", default_timezone=dt.UTC)
+    end_date = fields.AwareDateTime(load_default=None, format="iso", default_timezone=dt.UTC)
+    model = fields.String(load_default=None, validate=validate.Length(1, 255))
+    metric = fields.String(load_default=None, validate=validate.Length(1, 128))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))

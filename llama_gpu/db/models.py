@@ -144,9 +144,10 @@ class AuditEvent(Base):
 
 
 class BenchmarkRun(Base):
-    """One run of the benchmark tool."""
+    """One benchmark job or model evaluation: its configuration, status, progress and results."""
 
     __tablename__ = "benchmark_runs"
+    __table_args__ = (Index("ix_benchmark_runs_kind_created_at", "kind", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -155,3 +156,12 @@ class BenchmarkRun(Base):
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: ``"benchmark"`` or ``"evaluation"``.
+    kind: Mapped[str] = mapped_column(String(16), default="benchmark", server_default="benchmark")
+    #: ``"queued"``, ``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``.
+    status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed")
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

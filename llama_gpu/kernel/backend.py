@@ -218,6 +218,16 @@ class LoadedModel(abc.ABC):
         """One embedding vector per text."""
         raise InvalidInput(f"model {self.spec.id!r} does not produce embeddings", details={"model": self.spec.id})
 
+    def score(self, text: str) -> list[float] | None:
+        """Log-probabilities (natural log) of the tokens of ``text`` under the model, for perplexity.
+
+        ``text`` is tokenized as a prompt (with BOS where the model expects one); item ``i`` is
+        ``log p(token[i + 1] | token[0..i])``, so the first token (BOS when there is one) has no
+        score. ``None`` when the backend cannot score (the default). Perplexity is
+        ``exp(-mean(scores))``.
+        """
+        return None
+
     @property
     def memory_bytes(self) -> int:
         """Memory the model holds (0 when negligible or unknown)."""

@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("monitoring", "llama_gpu.plugins.monitoring.monitor:Monitoring"),
     ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
     ("socketio_bridge", "llama_gpu.plugins.monitoring.socketio_bridge:SocketIOBridge"),
+    ("benchmarks", "llama_gpu.bench.jobs:BenchmarkJobs"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.

@@ -63,6 +63,9 @@ class LlamaCppModel(LoadedModel):
         self._embedder: Any = None
         self._grammar: Any = None
         self._runner: Any = None
+        #: Guards the scoring context (made on first use), apart from ``_lock``: scoring never waits on ``generate``.
+        self._score_lock = threading.Lock()
+        self._scorer: Any = None
         self.device = "cuda" if params["n_gpu_layers"] else "cpu"
         meta = llm.metadata
         source = meta.get("tokenizer.chat_template")
@@ -203,6 +206,32 @@ class LlamaCppModel(LoadedModel):
                 top[self._piece(int(idx))] = float(logprobs[idx])
         return float(logprobs[token]), top
 
+    # scoring ------------------------------------------------------------------------------------
+    def score(self, text: str) -> list[float] | None:
+        """Log-probabilities of ``text``'s tokens (BOS first where the model adds one; see ``LoadedModel``)."""
+        llm = self._llm
+        if llm is None:
+            raise InvalidInput(f"model {self.spec.id!r} was unloaded", details={"model": self.spec.id})
+        # llama_tokenize only reads the vocabulary; add_bos adds BOS only where the model asks for it
+        return self.score_tokens(list(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)))
+
+    def score_tokens(self, tokens: list[int], steps: list[int] | None = None) -> list[float]:
+        """``log p(tokens[i + 1] | tokens[..i])`` for each ``i``, in a scoring context of the model's own.
+
+        ``steps``: tokens per decode, in order (see :meth:`.llamacpp_score.Scorer.score`).
+        """
+        from .llamacpp_score import Scorer
+
+        if not tokens:
+            return []
+        with self._score_lock:
+            if self._llm is None:
+                raise InvalidInput(f"model {self.spec.id!r} was unloaded", details={"model": self.spec.id})
+            if self._scorer is None:
+                params = self._params
+                self._scorer = Scorer(self._llm.model, params["n_ctx"], params["n_threads"], params["flash_attn"])
+            return self._scorer.score(tokens, steps)
+
     # embeddings ---------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Normalised embeddings from a second context in embedding mode (made on first use)."""
@@ -224,6 +253,7 @@ class LlamaCppModel(LoadedModel):
         import llama_cpp
 
         runner = self._runner.kv_bytes if self._runner is not None else 0
+        runner += self._scorer.kv_bytes if self._scorer is not None else 0
         return (
             int(llama_cpp.llama_model_size(self._llm.model))
             + int(llama_cpp.llama_state_get_size(self._llm.ctx))
@@ -245,6 +275,10 @@ class LlamaCppModel(LoadedModel):
 
     def close(self) -> None:
         """Free the native model and contexts."""
+        with self._score_lock:
+            if self._scorer is not None:
+                self._scorer.close()
+                self._scorer = None
         with self._lock:
             for llm in (self._llm, self._embedder):
                 if llm is not None:

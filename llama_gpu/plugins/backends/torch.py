@@ -85,6 +85,8 @@ class TorchModel(LoadedModel):
         self._lock = threading.Lock()
         #: Guards tokenizer encoding (a fast tokenizer refuses concurrent use while padding changes).
         self._text_lock = threading.Lock()
+        #: Guards scoring (a forward pass of its own, so it never waits on a running generation).
+        self._score_lock = threading.Lock()
         self.device, self.embedding, self.n_ctx = device, embedding, n_ctx
         #: Where the weights came from: ``safetensors``, ``gguf`` or ``cache`` (a converted GGUF).
         self.source, self.cache_dir = source, cache_dir
@@ -199,6 +201,29 @@ class TorchModel(LoadedModel):
             RowDecoder(r, p, self._tokenizer, self.eos_ids, self._pad_id)
             for r, p in zip(requests, prompts, strict=True)
         ]
+
+    # scoring --------------------------------------------------------------------------------
+    def score(self, text: str) -> list[float] | None:
+        """Log-probabilities of ``text``'s tokens (BOS first where the tokenizer adds one), one forward pass."""
+        import torch
+
+        if self.embedding:
+            return None
+        with self._text_lock:
+            ids = list(self._tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"])
+        if len(ids) > self.n_ctx:
+            raise InvalidInput(
+                f"text of {len(ids)} tokens exceeds the context of {self.n_ctx} tokens",
+                details={"tokens": len(ids), "context_length": self.n_ctx},
+            )
+        if len(ids) < 2:
+            return []
+        with self._score_lock, torch.no_grad():
+            model = self._require()
+            inputs = torch.tensor([ids], device=self.device)
+            logits = model(input_ids=inputs, use_cache=False).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            return logprobs.gather(1, inputs[0, 1:, None])[:, 0].cpu().tolist()
 
     # embeddings -----------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> list[list[float]]:

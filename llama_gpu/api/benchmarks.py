@@ -1,0 +1,193 @@
+"""Benchmark jobs over REST: start, list, describe, follow, fetch results, cancel.
+
+- ``POST /api/v1/benchmarks`` (write) ``{"config": {...}}`` or ``{name, models, prompts, metrics, config}``
+  (one job per model; the prompts are the dataset) → 202 ``{success, benchmark_id, benchmark_ids, status,
+  created_at, estimated_completion}``. Without ``api_base`` the job targets this server's own ``/v1``
+  with a short-lived API key of its own; ``api_base`` (another server) needs the admin role.
+- ``GET /api/v1/benchmarks`` (read) the caller's jobs, newest first (``limit``, ``status``); an admin sees all.
+- ``GET /api/v1/benchmarks/{id}``, ``/{id}/status``, ``/{id}/results`` (409 until the job has finished).
+- ``POST /api/v1/benchmarks/{id}/cancel`` (write): a queued or running job ends ``cancelled``.
+
+Another caller's job answers 404, like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import ValidationError
+
+from ..bench.jobs import FINISHED, PRIVATE_PROGRESS, iso
+from ..db.models import BenchmarkRun
+from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
+from .context import get_kernel, json_body, require, utc_timestamp
+from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+
+bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
+
+
+def _jobs() -> Any:
+    service = get_kernel().services.get("benchmarks")
+    if service is None:
+        raise ServiceUnavailable("the benchmarks plugin is not loaded", details={"plugin_id": "benchmarks"})
+    return service
+
+
+def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
+    """One validated :class:`BenchmarkConfig` per model, and whether they target this server."""
+    from ..bench import BenchmarkConfig
+    from ..bench.errors import ConfigurationError
+
+    raw = dict(body["config"])
+    models = body.get("models")
+    if models and "api_model_name" in raw:
+        raise InvalidInput("give either models or config.api_model_name, not both", details={"field": "models"})
+    if not models and "api_model_name" not in raw:
+        raise InvalidInput("config.api_model_name (or models) is required", details={"field": "config.api_model_name"})
+    self_target = "api_base" not in raw
+    if not self_target and not is_admin:
+        raise PermissionDenied("benchmarking another server (api_base) needs the admin role")
+    if self_target and "api_key" in raw:
+        raise InvalidInput("api_key goes with api_base; this server's own key is made for the job")
+    if self_target:
+        raw["api_base"] = request.host_url.rstrip("/") + "/v1"
+    if body.get("prompts"):
+        raw["dataset_name"] = "prompts.jsonl"  # replaced by the job's own file
+    raw.setdefault("server_info", {})
+    configs = []
+    for model in models or [raw["api_model_name"]]:
+        if self_target:
+            get_kernel().registry.resolve(model)  # MODEL_NOT_FOUND now, not a failed job later
+        try:
+            configs.append(BenchmarkConfig.from_dict({**raw, "api_model_name": model}))
+        except ConfigurationError as exc:
+            raise InvalidInput(f"config.{exc}", details={"field": f"config.{exc.field}"}) from None
+    return configs, self_target
+
+
+def _estimate(config: Any) -> float:
+    """Seconds the job runs at most once started."""
+    return float(config.max_time_per_run) * len(config.traffic_scenario or [1]) * len(config.num_users)
+
+
+@bp.post("")
+def create_benchmark() -> tuple[Response, int]:
+    """Queue one benchmark job per model."""
+    identity = require("write", "benchmarks")
+    body = json_body(BenchmarkCreateSchema())
+    configs, self_target = _configs(body, identity is not None and identity.has("admin"))
+    jobs = _jobs()
+    extra = {"metrics": body.get("metrics"), "models": body.get("models")}
+    rows = []
+    for config in configs:
+        name = body.get("name") or f"{config.api_model_name} benchmark"
+        if len(configs) > 1 and body.get("name"):
+            name = f"{body['name']} ({config.api_model_name})"
+        rows.append(
+            jobs.submit(name, config, identity, self_target=self_target, prompts=body.get("prompts"), extra=extra)
+        )
+    created = rows[0].created_at
+    total = sum(_estimate(c) for c in configs)
+    eta = (created if created.tzinfo else created.replace(tzinfo=dt.UTC)) + dt.timedelta(seconds=total)
+    return jsonify(
+        {
+            "success": True,
+            "benchmark_id": rows[0].id,
+            "benchmark_ids": [row.id for row in rows],
+            "status": rows[0].status,
+            "created_at": iso(created),
+            "estimated_completion": iso(eta),
+            "timestamp": utc_timestamp(),
+        }
+    ), 202
+
+
+@bp.get("")
+def list_benchmarks() -> Response:
+    """The caller's jobs (every job for an admin), newest first."""
+    identity = require("read", "benchmarks")
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:
+        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
+    try:
+        query = BenchmarkListQuerySchema().load(request.args.to_dict())
+    except ValidationError as exc:
+        raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
+    rows = _jobs().list(identity, limit=query["limit"], status=query["status"])
+    return jsonify({"success": True, "benchmarks": [describe(r) for r in rows], "total": len(rows)})
+
+
+@bp.get("/<int:benchmark_id>")
+def get_benchmark(benchmark_id: int) -> Response:
+    """One job: its configuration, status, progress and summary metrics."""
+    identity = require("read", "benchmarks")
+    return jsonify({"success": True, "benchmark": describe(_jobs().get(benchmark_id, identity))})
+
+
+@bp.get("/<int:benchmark_id>/status")
+def benchmark_status(benchmark_id: int) -> Response:
+    """A job's status and progress."""
+    identity = require("read", "benchmarks")
+    row = _jobs().get(benchmark_id, identity)
+    info = describe(row)
+    keys = ("benchmark_id", "status", "progress", "error", "created_at", "started_at", "finished_at")
+    return jsonify({"success": True, **{k: info[k] for k in keys}})
+
+
+@bp.get("/<int:benchmark_id>/results")
+def benchmark_results(benchmark_id: int) -> Response:
+    """A finished job's full results (a cancelled job's cover what ran); 409 before it has finished."""
+    identity = require("read", "benchmarks")
+    row = _jobs().get(benchmark_id, identity)
+    if row.status not in FINISHED:
+        raise Conflict(
+            f"benchmark {benchmark_id} is {row.status}; results come when it has finished",
+            details={"status": row.status},
+        )
+    if row.results is None:
+        raise Conflict(
+            f"benchmark {benchmark_id} {row.status} without results: {row.error}",
+            details={"status": row.status, "error": row.error},
+        )
+    return jsonify({"success": True, "benchmark_id": row.id, "status": row.status, "results": row.results})
+
+
+@bp.post("/<int:benchmark_id>/cancel")
+def cancel_benchmark(benchmark_id: int) -> Response:
+    """Cancel a queued or running job (the caller's own, or any for an admin)."""
+    identity = require("write", "benchmarks")
+    row = _jobs().cancel(benchmark_id, identity)
+    return jsonify({"success": True, "benchmark_id": row.id, "status": row.status})
+
+
+def describe(row: BenchmarkRun) -> dict[str, Any]:
+    """A job as the API shows it (no owner, no bookkeeping, a summary instead of every request)."""
+    stored = row.config if isinstance(row.config, dict) else {}
+    aggregated = (row.results or {}).get("aggregated_metrics") or {}
+    wanted = stored.get("metrics")
+    summary = {
+        k: v
+        for k, v in aggregated.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and (not wanted or k in wanted)
+    }
+    progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS} or None
+    config = dict(stored.get("benchmark") or {})
+    if stored.get("self_target"):
+        config.pop("api_key", None)
+    return {
+        "benchmark_id": row.id,
+        "name": row.name,
+        "model": row.model,
+        "target": row.target or "self",
+        "status": row.status,
+        "progress": progress,
+        "error": row.error,
+        "config": config,
+        "metrics": wanted,
+        "summary": summary or None,
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at),
+    }
