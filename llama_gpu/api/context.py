@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any, cast
 
@@ -11,7 +10,7 @@ from marshmallow import Schema, ValidationError
 
 from ..kernel.errors import AuthenticationFailed, InvalidInput, RateLimitExceeded, UnsupportedMediaType
 from ..kernel.kernel import Kernel
-from ..kernel.types import Credentials, Identity, new_id
+from ..kernel.types import Credentials, Identity, new_id, utc_iso
 
 EXTENSION = "llama_gpu"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -19,7 +18,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 def utc_timestamp() -> str:
     """Now, as an ISO-8601 UTC timestamp ending in ``Z``."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso()
 
 
 def get_kernel() -> Kernel:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.kernel import Kernel
-from ..kernel.types import Identity, InferenceRequest
+from ..kernel.types import Identity, InferenceRequest, utc_iso
 from .context import get_kernel, json_body, require, utc_timestamp
 from .schemas import EvaluateSchema, MetricsHistoryQuerySchema
 
@@ -30,12 +30,6 @@ bp = Blueprint("evaluate", __name__, url_prefix="/api/v1")
 
 #: Per-prompt figures summarised as means (the summary also has counts and totals).
 MEANS = ("perplexity", "latency", "time_to_first_token", "tokens_per_second")
-
-
-def _iso(moment: dt.datetime) -> str:
-    if moment.tzinfo is None:  # SQLite gives naive datetimes back: they were stored in UTC
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _run_prompt(
@@ -207,8 +201,8 @@ def evaluate(model_id: str) -> Response:
             "model": spec.id,
             "backend": results[0].get("backend") if results else None,
             **evaluation,
-            "started_at": _iso(started),
-            "finished_at": _iso(finished),
+            "started_at": utc_iso(started),
+            "finished_at": utc_iso(finished),
         }
     )
 
@@ -261,7 +255,7 @@ def metrics_history() -> Response:
                     if query["metric"] is None or metric == query["metric"]:
                         points.append(
                             {
-                                "timestamp": _iso(moment),
+                                "timestamp": utc_iso(moment),
                                 "run_id": run.id,
                                 "kind": run.kind,
                                 "model": run.model,

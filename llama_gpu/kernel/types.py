@@ -8,9 +8,21 @@ filter edits the :class:`InferenceRequest`, a ``process_chunk`` filter the
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 import uuid
 from typing import Any
+
+
+def utc_iso(moment: float | dt.datetime | None = None, timespec: str = "milliseconds") -> str:
+    """``moment`` (epoch seconds or a datetime, naive meaning UTC; default now) as ISO-8601 UTC ending in ``Z``."""
+    if moment is None:
+        moment = dt.datetime.now(dt.UTC)
+    elif isinstance(moment, int | float):
+        moment = dt.datetime.fromtimestamp(moment, dt.UTC)
+    elif moment.tzinfo is None:  # SQLite gives naive datetimes back: they were stored in UTC
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def new_id(prefix: str) -> str:

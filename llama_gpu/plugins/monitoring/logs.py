@@ -9,10 +9,11 @@ caller passed, and the exception text).
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
 import threading
 from typing import Any
+
+from ...kernel.types import utc_iso
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -45,9 +46,7 @@ class LogBuffer(logging.Handler):
             if record.exc_info and record.exc_info[0] is not None:
                 metadata["exception"] = logging.Formatter().formatException(record.exc_info)
             entry = {
-                "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"),
+                "timestamp": utc_iso(record.created),
                 "created": record.created,
                 "level": record.levelname,
                 "levelno": record.levelno,

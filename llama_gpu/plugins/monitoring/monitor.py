@@ -28,7 +28,7 @@ from ... import __version__
 from ...kernel.errors import LlamaGPUError
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel, KernelState
-from ...kernel.types import Event, PluginInfo
+from ...kernel.types import Event, PluginInfo, utc_iso
 from .alerts import DEFAULT_RULES, AlertManager, parse_rules
 from .logs import LogBuffer
 from .system import GPUReader, system_reading
@@ -43,11 +43,6 @@ EVENT_TYPES: dict[str, str] = {
 }
 #: Seconds of finished requests that ``inference_stats`` summarises.
 WINDOW = 60.0
-
-
-def iso(epoch: float) -> str:
-    """Epoch seconds as ISO-8601 UTC with ``Z``."""
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RequestWindow:
@@ -236,7 +231,7 @@ class Monitoring:
             gpu_usage = [g["utilization"] for g in gpus]
             gpu_memory = [g["memory_usage"] for g in gpus]
             system = {
-                "timestamp": iso(now),
+                "timestamp": utc_iso(now),
                 **{k: reading[k] for k in ("cpu_usage", "memory_usage", "memory_used", "memory_total", "disk_usage")},
                 "gpu_count": len(gpus),
                 "gpu_usage": gpu_usage,
@@ -244,7 +239,7 @@ class Monitoring:
                 "process_memory": reading["process_memory"],
             }
             inference = {
-                "timestamp": iso(now),
+                "timestamp": utc_iso(now),
                 "window_seconds": WINDOW,
                 "requests_per_minute": window["requests"],
                 "requests_per_second": window["requests_per_second"],
@@ -274,7 +269,7 @@ class Monitoring:
             self._latest = {
                 "at": now,
                 "system": system,
-                "gpu": {"timestamp": iso(now), "gpu_count": len(gpus), "gpus": gpus},
+                "gpu": {"timestamp": utc_iso(now), "gpu_count": len(gpus), "gpus": gpus},
                 "inference": inference,
                 "alert_values": alert_values,
             }

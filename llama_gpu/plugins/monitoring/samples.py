@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, select
 
 from ...db import MetricSample, RequestLog
+from ...kernel.types import utc_iso
 
 #: Series of ``GET /api/v1/system/metrics`` and how values of several instances combine.
 SERIES: dict[str, str] = {
@@ -115,11 +116,7 @@ def _bucketed(rows: Iterable[Any], start: int, end: int, step: int) -> dict[str,
             instance = (labels or {}).get("instance", "")
             cells[bucket][name][instance].append(value)
     buckets = list(range(start, end + step, step))
-    out: dict[str, list[Any]] = {
-        "timestamps": [
-            dt.datetime.fromtimestamp(b, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") for b in buckets
-        ]
-    }
+    out: dict[str, list[Any]] = {"timestamps": [utc_iso(b, timespec="seconds") for b in buckets]}
     for name, how in SERIES.items():
         column: list[float | None] = []
         for bucket in buckets:

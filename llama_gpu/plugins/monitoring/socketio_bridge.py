@@ -10,14 +10,13 @@ when absent. Only whole-request and periodic events are mapped: never one per to
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from typing import Any
 
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
-from ...kernel.types import Event, PluginInfo
+from ...kernel.types import Event, PluginInfo, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,7 @@ def payload_of(event: Event) -> dict[str, Any]:
     """The event's data as subscribers see it: JSON-safe, no private fields, with a timestamp."""
     data = {k: v for k, v in event.data.items() if k not in PRIVATE_FIELDS}
     if "timestamp" not in data:
-        stamp = dt.datetime.fromtimestamp(event.timestamp, dt.UTC).isoformat(timespec="milliseconds")
-        data["timestamp"] = stamp.replace("+00:00", "Z")
+        data["timestamp"] = utc_iso(event.timestamp)
     return json.loads(json.dumps(data, default=str))  # a value json cannot encode must not fail the emit
 
 
