@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .bench.cli import bench
+from .convert.cli import convert
 from .kernel.config import ENV_PREFIX, Settings
 from .kernel.errors import LlamaGPUError
 from .kernel.kernel import Kernel
@@ -215,3 +216,4 @@ def version() -> None:
 
 
 main.add_command(bench)
+main.add_command(convert)

@@ -41,7 +41,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.extensions[EXTENSION] = kernel
 
     from ..dashboard import init_dashboard
-    from . import auth, benchmarks, evaluate, health, infer, models, openai, openapi, plugins, system
+    from . import auth, benchmarks, convert, evaluate, health, infer, models, openai, openapi, plugins, system
 
     blueprints = (
         health.bp,
@@ -56,6 +56,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
         system.bp,
         benchmarks.bp,
         evaluate.bp,
+        convert.bp,
     )
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)

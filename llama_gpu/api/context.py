@@ -83,6 +83,7 @@ RATE_LIMIT_BLUEPRINTS: dict[str, str] = {
     "auth": "auth",
     "auth_v1": "auth",
     "benchmarks": "benchmarks",
+    "convert": "models",
 }
 #: Endpoints that count as ``stream`` when the JSON body asks for ``"stream": true``.
 STREAMABLE = frozenset({"infer.infer", "aliases.generate", "openai.chat_completions", "openai.completions"})

@@ -141,3 +141,13 @@ class ModelLoadV1Schema(_Lenient):
     backend = fields.String(validate=validate.Length(1, 50))
     quantization = fields.String(validate=validate.Length(1, 20))
     prefer_gpu = StrictBoolean(load_default=True)
+
+
+class ConvertSchema(_Lenient):
+    """Body of ``POST /v1/convert``: a GGUF model or a safetensors checkpoint of the models directory → GGUF."""
+
+    source_model = fields.String(required=True, validate=validate.Length(1, 255))
+    target_format = fields.String(load_default="gguf", validate=validate.OneOf(["gguf"]))
+    quantization = fields.String(validate=validate.Length(1, 20))
+    optimization = fields.String(allow_none=True, validate=validate.OneOf(["size", "balanced", "quality"]))
+    output = fields.String(allow_none=True, validate=validate.Length(1, 255))

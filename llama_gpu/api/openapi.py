@@ -168,6 +168,25 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
         _obj("success", "benchmark_id", "status"),
         False,
     ),
+    "convert.create_conversion": (
+        "Re-quantize a GGUF model of the models directory into a new GGUF file, as a background job (admin, 202)",
+        oa.ConvertSchema,
+        _obj("job_id", "status", "estimated_duration", "progress"),
+        False,
+    ),
+    "convert.list_conversions": ("Conversion jobs, newest first (admin)", None, _obj("object", "data"), False),
+    "convert.get_conversion": (
+        "A conversion job: status, progress, output file, size reduction, duration (admin)",
+        None,
+        _obj("job_id", "status", "output_file", "size_reduction", "duration", "progress"),
+        False,
+    ),
+    "convert.cancel_conversion": (
+        "Cancel a queued or running conversion job; its partial output is removed (admin)",
+        None,
+        _obj("job_id", "status"),
+        False,
+    ),
 }
 
 NATIVE_ERROR = {
@@ -194,7 +213,7 @@ QUERIES: dict[str, type[Schema]] = {
     "benchmarks.list_benchmarks": native.BenchmarkListQuerySchema,
 }
 #: Endpoints that answer 202 Accepted (work queued), not 200.
-ACCEPTED = frozenset({"benchmarks.create_benchmark"})
+ACCEPTED = frozenset({"benchmarks.create_benchmark", "convert.create_conversion"})
 #: Endpoints whose 200 answer is neither JSON nor HTML.
 PLAIN_TEXT = frozenset({"system.prometheus_metrics"})
 

@@ -88,6 +88,14 @@ class BenchmarkJobs:
     PROGRESS_INTERVAL = 0.5
     #: Seconds a cancel request waits for a running job to close its row.
     CANCEL_WAIT = 10.0
+    #: The rows' ``kind``, the service's name in ``kernel.services``, the word for a job in
+    #: messages, the events' prefix and the id field of events (a subclass for another kind of
+    #: job changes these; see :class:`llama_gpu.convert.jobs.ConversionJobs`).
+    KIND = "benchmark"
+    SERVICE = "benchmarks"
+    NOUN = "benchmark"
+    EVENT_PREFIX = "benchmark"
+    ID_FIELD = "benchmark_id"
 
     def __init__(self, max_running: int = 1, max_queued: int = 16) -> None:
         self.max_running = max_running
@@ -113,7 +121,7 @@ class BenchmarkJobs:
         """Share the service as ``kernel.services["benchmarks"]`` (the database is used on first need)."""
         self.kernel = kernel
         self._closed.clear()
-        kernel.services["benchmarks"] = self
+        kernel.services[self.SERVICE] = self
 
     @hookimpl
     def on_event(self, event: Event) -> None:
@@ -135,16 +143,16 @@ class BenchmarkJobs:
                 self._finish_row(job.id, "failed", error="the server stopped before the job could finish")
         if self._beater is not None:
             self._beater.join(2.0)
-        if kernel.services.get("benchmarks") is self:
-            kernel.services.pop("benchmarks", None)
+        if kernel.services.get(self.SERVICE) is self:
+            kernel.services.pop(self.SERVICE, None)
 
     @hookimpl
     def collect_metrics(self) -> dict[str, float]:
         """Jobs running and waiting in this process."""
         with self._lock:
             return {
-                "benchmark_jobs_running": float(len(self._running)),
-                "benchmark_jobs_queued": float(len(self._queue)),
+                f"{self.NOUN}_jobs_running": float(len(self._running)),
+                f"{self.NOUN}_jobs_queued": float(len(self._queue)),
             }
 
     # ---------------------------------------------------------------- the service
@@ -215,7 +223,7 @@ class BenchmarkJobs:
         with self._lock:
             self._queue.append(job)
             if self._beater is None:
-                self._beater = threading.Thread(target=self._beat, name="benchmark-heartbeat", daemon=True)
+                self._beater = threading.Thread(target=self._beat, name=f"{self.NOUN}-heartbeat", daemon=True)
                 self._beater.start()
         self._dispatch()
         return row
@@ -224,7 +232,7 @@ class BenchmarkJobs:
         """Cancel a queued or running job the caller may manage; CONFLICT when it has finished."""
         row = self.get(job_id, identity)
         if row.status in FINISHED:
-            raise Conflict(f"benchmark {job_id} has already {row.status}", details={"status": row.status})
+            raise Conflict(f"{self.NOUN} {job_id} has already {row.status}", details={"status": row.status})
         with self._lock:
             job = self._running.get(job_id) or next((j for j in self._queue if j.id == job_id), None)
             queued = job is not None and job in self._queue
@@ -238,7 +246,9 @@ class BenchmarkJobs:
             self._finish_row(job_id, "cancelled", error="cancelled before it started" if queued else "cancelled")
             if queued and job is not None:
                 self._discard(job)
-                self._publish("benchmark.failed", job_id, row, status="cancelled", error="cancelled before it started")
+                self._publish(
+                    f"{self.EVENT_PREFIX}.failed", job_id, row, status="cancelled", error="cancelled before it started"
+                )
         return self.get(job_id, identity)
 
     def cancel_all(self, reason: str) -> list[Job]:
@@ -258,19 +268,17 @@ class BenchmarkJobs:
         if not self._recovered:
             self.recover()
         with self.db.session() as session:
-            row = session.scalar(
-                select(BenchmarkRun).where(BenchmarkRun.id == job_id, BenchmarkRun.kind == "benchmark")
-            )
+            row = session.scalar(select(BenchmarkRun).where(BenchmarkRun.id == job_id, BenchmarkRun.kind == self.KIND))
             if row is not None:
                 session.expunge(row)
         if row is None or not self.visible(row, identity):
-            raise NotFound(f"no benchmark {job_id}", details={"benchmark_id": job_id})
+            raise NotFound(f"no {self.NOUN} {job_id}", details={self.ID_FIELD: job_id})
         return row
 
     def list(self, identity: Identity | None, limit: int = 50, status: str | None = None) -> list[BenchmarkRun]:
         """The caller's benchmark rows (all for an admin), newest first."""
         self.recover()
-        query = select(BenchmarkRun).where(BenchmarkRun.kind == "benchmark")
+        query = select(BenchmarkRun).where(BenchmarkRun.kind == self.KIND)
         if status is not None:
             query = query.where(BenchmarkRun.status == status)
         query = query.order_by(BenchmarkRun.created_at.desc(), BenchmarkRun.id.desc())
@@ -309,7 +317,7 @@ class BenchmarkJobs:
         closed = 0
         with self.db.session() as session:
             rows = session.scalars(
-                select(BenchmarkRun).where(BenchmarkRun.kind == "benchmark", BenchmarkRun.status.in_(ACTIVE))
+                select(BenchmarkRun).where(BenchmarkRun.kind == self.KIND, BenchmarkRun.status.in_(ACTIVE))
             ).all()
             for row in rows:
                 progress = row.progress or {}
@@ -317,10 +325,10 @@ class BenchmarkJobs:
                     continue
                 if now - float(progress.get("heartbeat") or 0.0) > self.STALE_AFTER:
                     row.status, row.finished_at = "failed", utcnow()
-                    row.error = "the server process running this benchmark stopped"
+                    row.error = f"the server process running this {self.NOUN} stopped"
                     closed += 1
         if closed:
-            log.warning("marked %d benchmark job(s) of stopped processes as failed", closed)
+            log.warning("marked %d %s job(s) of stopped processes as failed", closed, self.NOUN)
         self._recovered = True
         return closed
 
@@ -330,14 +338,14 @@ class BenchmarkJobs:
             while self._queue and len(self._running) < self.max_running and not self._closed.is_set():
                 job = self._queue.popleft()
                 self._running[job.id] = job
-                job.thread = threading.Thread(target=self._run, args=(job,), name=f"benchmark-{job.id}", daemon=True)
+                job.thread = threading.Thread(target=self._run, args=(job,), name=f"{self.NOUN}-{job.id}", daemon=True)
                 job.thread.start()
 
     def _run(self, job: Job) -> None:
         try:
             self._execute(job)
         except Exception:  # a job's failure must never take the service down
-            log.exception("benchmark job %d failed unexpectedly", job.id)
+            log.exception("%s job %d failed unexpectedly", self.NOUN, job.id)
             self._finish_row(job.id, "failed", error="internal error; see the server log")
         finally:
             self._discard(job)
@@ -478,10 +486,10 @@ class BenchmarkJobs:
                         elif row.id in self._running:  # closed through another process: stop it here
                             jobs[row.id].cancel.set()
             except Exception:  # the next beat tries again
-                log.warning("benchmark heartbeat failed", exc_info=True)
+                log.warning("%s heartbeat failed", self.NOUN, exc_info=True)
 
     def _publish(self, type: str, job_id: int, row: BenchmarkRun, **data: Any) -> None:
-        self._publish_raw(type, {"benchmark_id": job_id, "name": row.name, "model": row.model, **data})
+        self._publish_raw(type, {self.ID_FIELD: job_id, "name": row.name, "model": row.model, **data})
 
     def _publish_raw(self, type: str, data: dict[str, Any]) -> None:
         if self.kernel is not None:

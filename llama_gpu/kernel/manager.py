@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
     ("socketio_bridge", "llama_gpu.plugins.monitoring.socketio_bridge:SocketIOBridge"),
     ("benchmarks", "llama_gpu.bench.jobs:BenchmarkJobs"),
+    ("conversions", "llama_gpu.convert.jobs:ConversionJobs"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.

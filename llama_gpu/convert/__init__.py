@@ -1,0 +1,1 @@
+"""Model conversion: GGUF re-quantization (and Hugging Face → GGUF) as background jobs."""
