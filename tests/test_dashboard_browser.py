@@ -471,3 +471,104 @@ def _admin() -> Any:
     from llama_gpu.kernel.types import Identity
 
     return Identity(id="test", kind="system", roles=frozenset({"admin"}))
+
+
+def test_conversion_page_in_chromium(chromium: str, live_server: LiveServer) -> None:
+    """Re-quantize the bundled Gemma to q8_0 from the Conversion page: live progress, the completed row with its
+    size change, errors from the API shown, and the new model on the Models page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    source, target = "gemma-3-270m", "gemma-3-270m-q4_k_m-q8_0"
+    base = live_server.url
+    foreign: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console {m.type}: {m.text}")
+                    if m.type == "error" and "409" not in m.text  # the refused second conversion, on purpose
+                    else None
+                ),
+            )
+            page.goto(base + "/")
+            page.get_by_test_id("login-username").fill("admin")
+            page.get_by_test_id("login-password").fill(PASSWORD)
+            page.get_by_test_id("login-submit").click()
+            expect(page.get_by_test_id("conn-status")).to_have_text("live", timeout=15_000)
+            page.get_by_test_id("nav-convert").click()
+            expect(page.get_by_test_id("page-convert")).to_be_visible()
+            expect(page.locator("#convert-body")).to_contain_text("No conversions yet")
+            # the sources are the GGUF models only (no echo, no safetensors embedding model)
+            expect(page.locator(f"#convert-source option[value='{source}']")).to_have_count(1)
+            options = page.locator("#convert-source option").all_inner_texts()
+            assert source in options and "echo" not in options and "all-minilm-l6-v2" not in options, options
+            # what the page's socket receives on the "convert" channel, and what its progress bars showed
+            page.evaluate(
+                """() => {
+                  window.convertEvents = []; window.convertSeen = {percents: [], statuses: []};
+                  LG.live.socket.onAny((name, payload) => name.startsWith('convert.') &&
+                    window.convertEvents.push([name, payload && payload.progress]));
+                  new MutationObserver(() => {
+                    for (const bar of document.querySelectorAll('[data-testid^=convert-progress-]'))
+                      window.convertSeen.percents.push(Number(bar.getAttribute('aria-valuenow')));
+                    for (const s of document.querySelectorAll('[data-testid^=convert-status-]'))
+                      window.convertSeen.statuses.push(s.textContent);
+                  }).observe(document.getElementById('convert-body'), {childList: true, subtree: true});
+                }"""
+            )
+
+            page.get_by_test_id("convert-source").select_option(source)
+            page.get_by_test_id("convert-quantization").select_option("q8_0")
+            page.get_by_test_id("convert-start").click()
+            expect(page.get_by_test_id("toast-ok")).to_contain_text("queued")
+            row = page.locator("[data-testid^=convert-row-]").first
+            job_id = int((row.get_attribute("data-testid") or "").rsplit("-", 1)[1])
+            expect(page.get_by_test_id(f"convert-output-{job_id}")).to_have_text(f"{target}.gguf")
+            expect(page.get_by_test_id(f"convert-status-{job_id}")).to_have_text("completed", timeout=60_000)
+            progress = page.get_by_test_id(f"convert-progress-{job_id}")
+            expect(progress).to_have_attribute("aria-valuenow", "100")
+            seen = page.evaluate("() => window.convertSeen")
+            assert "running" in seen["statuses"], seen["statuses"]
+            assert any(0 < v < 100 for v in seen["percents"]), seen["percents"]
+            events = page.evaluate("() => window.convertEvents")
+            names = [name for name, _ in events]
+            assert names[0] == "convert.started" and names[-1] == "convert.completed", names
+            assert "convert.progress" in names and "convert.failed" not in names, names
+            assert any(0 < (p or 0) < 1 for name, p in events if name == "convert.progress"), events
+            # q4_k_m → q8_0 is larger: the row says by how much
+            stored = live_server.kernel.services["conversions"].get(job_id, _admin())
+            results = stored.results
+            assert stored.status == "completed" and results["output_bytes"] > results["source_bytes"], results
+            change = round(-100 * results["size_reduction"], 1)
+            expect(page.get_by_test_id(f"convert-reduction-{job_id}")).to_contain_text(f"+{change}%")
+            expect(page.get_by_test_id(f"convert-reduction-{job_id}")).to_contain_text("larger")
+            expect(page.get_by_test_id(f"convert-size-{job_id}")).to_contain_text("MB →")
+            expect(page.get_by_test_id(f"convert-duration-{job_id}")).to_contain_text(" s")
+            expect(page.get_by_test_id(f"convert-cancel-{job_id}")).to_have_count(0)
+
+            # the same conversion again: the API refuses it (the output exists), and the page says why
+            page.get_by_test_id("convert-start").click()
+            expect(page.get_by_test_id("convert-error")).to_be_visible()
+            expect(page.get_by_test_id("convert-error")).to_contain_text("exists already")
+            expect(page.locator("[data-testid^=convert-row-]")).to_have_count(1)
+            _shot(page, "18-conversion")
+
+            # the converted model is in the catalog, on the Models page, ready to load
+            page.get_by_test_id("nav-models").click()
+            expect(page.get_by_test_id(f"model-row-{target}")).to_be_visible()
+            expect(page.get_by_test_id(f"model-load-{target}")).to_be_enabled()
+        finally:
+            browser.close()
+
+    assert not foreign, f"requests left the server: {foreign}"
+    assert not problems, problems

@@ -135,12 +135,18 @@ def resolve_source(name: str, models_dir: Path, registry: Any | None = None) -> 
                     f"model {name!r} is {spec.format}, not GGUF or safetensors; it cannot be converted",
                     details={"field": "source_model", "format": spec.format},
                 )
-            if not spec.path or not Path(spec.path).exists():
+            path = spec.path
+            if (not path or not Path(path).exists()) and spec.locate is not None and not spec.unavailable:
+                try:  # an embedded model: assemble its file from its packages (what a first load does)
+                    path = spec.locate(lambda _fraction: None)
+                except Exception:  # noqa: BLE001 - any failure to assemble it: the clear 409 below, never a 500
+                    path = None
+            if not path or not Path(path).exists():
                 raise Conflict(
                     f"model {name!r} has no file on disk yet; load it once, then convert it",
                     details={"field": "source_model"},
                 )
-            return Path(spec.path), spec.id
+            return Path(path), spec.id
     path = inside(models_dir, name)
     try:
         found, folder = path.is_file(), path.is_dir()

@@ -2,7 +2,7 @@
 "use strict";
 
 (function (LG) {
-  const ROUTES = ["overview", "models", "plugins", "playground", "benchmarks", "logs", "keys", "alerts"];
+  const ROUTES = ["overview", "models", "plugins", "playground", "benchmarks", "convert", "logs", "keys", "alerts"];
   let initialised = false;
 
   LG.router = {
