@@ -175,7 +175,6 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
     except BaseException as exc:
         if model is not None:
             kernel.registry.release(model.spec.id, tokens=0, seconds=0.0, ok=False, keep_alive=request.keep_alive)
-        kernel.leave_request(ok=False)
         kernel.publish(
             "inference_failed",
             {
@@ -188,6 +187,7 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
                 "status": exc.status if isinstance(exc, LlamaGPUError) else 500,
             },
         )
+        kernel.leave_request(ok=False)  # after its event, as in InferenceStream._finish
         raise
     kernel.publish(
         "inference_started",
