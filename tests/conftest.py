@@ -26,6 +26,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # most tests are about other things: they run open; tests of access turn auth on
         "auth": "off",
         "rate_limits": False,
+        # tests use many models: any may load on first use (the default, default-only, is tested on its own)
+        "autoload": "any",
     }
     values.update(overrides)
     return Settings.create(**values)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from llama_gpu import InferenceRequest, Kernel, hookimpl
 from llama_gpu.api import create_app
 from llama_gpu.db import BenchmarkRun
+from llama_gpu.db.models import summary_of
 
 from .conftest import make_settings
 
@@ -63,7 +64,13 @@ class Live:
         self.kernel.load_model(GEMMA)
         self.client: FlaskClient = create_app(kernel=self.kernel).test_client()
         accounts = self.kernel.services["accounts"]
-        self.keys = {role: accounts.create_key(f"{role} key", role)[1] for role in ("read", "write", "admin")}
+        # one user's keys: the history shows a caller the runs of its own user
+        self.user = accounts.create_user("carol", "correct horse battery", "admin")
+        self.keys = {
+            role: accounts.create_key(f"{role} key", role, user_id=self.user.id)[1]
+            for role in ("read", "write", "admin")
+        }
+        self.keys["stranger"] = accounts.create_key("another caller's key", "write")[1]
 
     def call(self, method: str, path: str, role: str | None = "write", **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
@@ -245,6 +252,8 @@ def test_access_unknown_models_and_unknown_metrics(live: Live) -> None:
         {"end_date": "2026-13-01"},
         {"start_date": "2026-06-02T00:00:00Z", "end_date": "2026-06-01T00:00:00Z"},
         {"limit": "0"},
+        {"limit": "101"},
+        {"offset": "-1"},
         {"model": ""},
     ],
 )
@@ -253,14 +262,37 @@ def test_bad_history_queries_are_refused(live: Live, query: dict[str, str]) -> N
     assert answer.status_code == 400 and answer.json["error"]["code"] == "INVALID_INPUT", answer.json
 
 
+def test_history_shows_a_caller_only_its_own_runs_a_page_at_a_time(live: Live) -> None:
+    """Attack: a key of another user reads the history; it sees none of this user's runs."""
+    mine = live.call("POST", "/api/v1/models/echo/evaluate", json={"prompts": ["one two"], "config": {"max_tokens": 2}})
+    run_id = mine.json["evaluation_id"]
+    own = live.call("GET", "/api/v1/metrics/history", role="read", query_string={"model": "echo"}).json
+    assert run_id in {p["run_id"] for p in own["points"]}
+    foreign = live.call("GET", "/api/v1/metrics/history", role="stranger", query_string={"model": "echo"}).json
+    assert foreign["success"] and run_id not in {p["run_id"] for p in foreign["points"]}
+    admin = live.call("GET", "/api/v1/metrics/history", role="admin", query_string={"model": "echo"}).json
+    assert run_id in {p["run_id"] for p in admin["points"]}
+    # pages of runs: one run per page, the next page holds the older runs
+    live.call("POST", "/api/v1/models/echo/evaluate", json={"prompts": ["three"], "config": {"max_tokens": 1}})
+    first = live.call("GET", "/api/v1/metrics/history", role="read", query_string={"model": "echo", "limit": 1}).json
+    assert len({p["run_id"] for p in first["points"]}) == 1 and first["next_offset"] == 1
+    second = live.call(
+        "GET", "/api/v1/metrics/history", role="read", query_string={"model": "echo", "limit": 1, "offset": 1}
+    ).json
+    assert {p["run_id"] for p in second["points"]}.isdisjoint({p["run_id"] for p in first["points"]})
+
+
 def test_history_reads_benchmark_aggregates(live: Live) -> None:
+    results = {"aggregated_metrics": {"requests_per_second": 2.5, "ttft": {"p50": 0.1}, "error_codes": {}}}
     with live.kernel.services["db"].session() as session:
         run = BenchmarkRun(
             name="bench",
             kind="benchmark",
             model="remote-model",
             status="completed",
-            results={"aggregated_metrics": {"requests_per_second": 2.5, "ttft": {"p50": 0.1}, "error_codes": {}}},
+            owner=f"user:{live.user.id}",
+            results=results,
+            summary=summary_of("benchmark", results),
         )
         session.add(run)
         session.flush()

@@ -15,6 +15,7 @@ from ..kernel.config import Settings
 from ..kernel.kernel import Kernel, KernelState
 from .context import EXTENSION, assign_request_id, get_kernel
 from .errors import register_error_handlers
+from .jsonlimits import LimitedJSONProvider
 
 API_VERSION = "1.0"
 
@@ -36,7 +37,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     )
 
     app = Flask(__name__)
+    app.json = LimitedJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = kernel.settings.max_body_size
+    if kernel.settings.trusted_hosts:  # other Host headers get 400 (DNS rebinding, poisoned absolute URLs)
+        app.config["TRUSTED_HOSTS"] = list(kernel.settings.trusted_hosts)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 

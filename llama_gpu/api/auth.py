@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..kernel.errors import AuthenticationFailed, PermissionDenied, RateLimitExceeded, ServiceUnavailable
 from ..kernel.types import Identity
 from ..plugins.auth.accounts import parse_duration, roles_of, top_role
-from .context import enforce_rate_limit, get_kernel, json_body, require
+from .context import enforce_rate_limit, get_kernel, json_body, page_query, require
 from .schemas import KeyCreateSchema, LoginSchema
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -119,10 +119,13 @@ def current_user() -> Response:
 
 @bp.get("/keys")
 def list_keys() -> Response:
-    """The caller's keys (every key, for an admin); never their secrets or hashes."""
+    """A page of the caller's keys (every key, for an admin; ``limit`` ≤ 100, ``offset``); never secrets or hashes."""
     identity = _caller()
-    keys = [_describe(k) for k in _accounts().list_keys(identity)]
-    return jsonify({"success": True, "keys": keys, "total": len(keys)})
+    limit, offset = page_query()
+    rows = _accounts().list_keys(identity, limit=limit + 1, offset=offset)
+    keys = [_describe(k) for k in rows[:limit]]
+    more = len(rows) > limit
+    return jsonify({"success": True, "keys": keys, "total": len(keys), "next_offset": offset + limit if more else None})
 
 
 @bp.delete("/keys/<int:key_id>")

@@ -2,9 +2,13 @@
 
 - ``POST /api/v1/benchmarks`` (write) ``{"config": {...}}`` or ``{name, models, prompts, metrics, config}``
   (one job per model; the prompts are the dataset) → 202 ``{success, benchmark_id, benchmark_ids, status,
-  created_at, estimated_completion}``. Without ``api_base`` the job targets this server's own ``/v1``
-  with a short-lived API key of its own; ``api_base`` (another server) needs the admin role.
-- ``GET /api/v1/benchmarks`` (read) the caller's jobs, newest first (``limit``, ``status``); an admin sees all.
+  created_at, estimated_completion}``. Without ``api_base`` the job targets this server's own configured
+  address (``LLAMA_GPU_HOST``/``LLAMA_GPU_PORT``, never the request's ``Host``) with an API key of its own
+  that has the caller's role and tier and expires at the job's deadline; ``api_base`` (another server)
+  needs the admin role. A job's longest run time (runs times ``max_time_per_run``) is at most
+  ``LLAMA_GPU_MAX_BENCHMARK_SECONDS``, and a caller has at most ``LLAMA_GPU_MAX_BENCHMARK_JOBS`` active jobs.
+- ``GET /api/v1/benchmarks`` (read) the caller's jobs, newest first (``limit`` ≤ 100, ``offset``, ``status``;
+  ``next_offset`` when there are more); an admin sees all. Listings carry summaries, never full results.
 - ``GET /api/v1/benchmarks/{id}``, ``/{id}/status``, ``/{id}/results`` (409 until the job has finished).
 - ``POST /api/v1/benchmarks/{id}/cancel`` (write): a queued or running job ends ``cancelled``.
 
@@ -51,8 +55,8 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
         raise PermissionDenied("benchmarking another server (api_base) needs the admin role")
     if self_target and "api_key" in raw:
         raise InvalidInput("api_key goes with api_base; this server's own key is made for the job")
-    if self_target:
-        raw["api_base"] = request.host_url.rstrip("/") + "/v1"
+    if self_target:  # the configured address, never the client's Host / X-Forwarded-Host (SSRF)
+        raw["api_base"] = get_kernel().settings.self_url + "/v1"
     if body.get("prompts"):
         raw["dataset_name"] = "prompts.jsonl"  # replaced by the job's own file
     raw.setdefault("server_info", {})
@@ -64,7 +68,30 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
             configs.append(BenchmarkConfig.from_dict({**raw, "api_model_name": model}))
         except ConfigurationError as exc:
             raise InvalidInput(f"config.{exc}", details={"field": f"config.{exc.field}"}) from None
+    tokens = get_kernel().settings.max_tokens_limit
+    for scenario in configs[0].scenarios:
+        most = _most_tokens(scenario)
+        if most > tokens:
+            raise InvalidInput(
+                f"scenario {scenario.text} asks for up to {most:g} tokens a request; the limit is {tokens}",
+                details={"field": "config.traffic_scenario", "tokens": most, "limit": tokens},
+            )
+    limit = get_kernel().settings.max_benchmark_seconds
+    for config in configs:
+        if _estimate(config) > limit:
+            raise InvalidInput(
+                f"the benchmark may run {_estimate(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
+                details={"field": "config.max_time_per_run", "seconds": _estimate(config), "limit": limit},
+            )
     return configs, self_target
+
+
+def _most_tokens(scenario: Any) -> float:
+    """The most input or output tokens one request of ``scenario`` asks for (normal: mean + 4 sigma)."""
+    p = scenario.params
+    if scenario.kind == "N":
+        return max(p[0] + 4 * p[1], p[2] + 4 * p[3])
+    return max(p, default=0.0)
 
 
 def _estimate(config: Any) -> float:
@@ -115,8 +142,20 @@ def list_benchmarks() -> Response:
         query = BenchmarkListQuerySchema().load(request.args.to_dict())
     except ValidationError as exc:
         raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
-    rows = _jobs().list(identity, limit=query["limit"], status=query["status"])
-    return jsonify({"success": True, "benchmarks": [describe(r) for r in rows], "total": len(rows)})
+    limit, offset = query["limit"], query["offset"]
+    rows = _jobs().list(identity, limit=limit + 1, status=query["status"], offset=offset)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return jsonify(
+        {
+            "success": True,
+            "benchmarks": [describe(r) for r in rows],
+            "total": len(rows),
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if more else None,
+        }
+    )
 
 
 @bp.get("/<int:benchmark_id>")
@@ -165,13 +204,8 @@ def cancel_benchmark(benchmark_id: int) -> Response:
 def describe(row: BenchmarkRun) -> dict[str, Any]:
     """A job as the API shows it (no owner, no bookkeeping, a summary instead of every request)."""
     stored = row.config if isinstance(row.config, dict) else {}
-    aggregated = (row.results or {}).get("aggregated_metrics") or {}
     wanted = stored.get("metrics")
-    summary = {
-        k: v
-        for k, v in aggregated.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and (not wanted or k in wanted)
-    }
+    summary = {k: v for k, v in (row.summary or {}).items() if "." not in k and (not wanted or k in wanted)}
     progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS} or None
     config = dict(stored.get("benchmark") or {})
     if stored.get("self_target"):

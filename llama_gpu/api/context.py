@@ -139,3 +139,17 @@ def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
         return cast(dict[str, Any], schema.load(data))
     except ValidationError as exc:
         raise InvalidInput("request validation failed", details={"errors": exc.messages}) from None
+
+
+def page_query() -> tuple[int, int]:
+    """``limit`` (1 to 100, default 50) and ``offset`` of a list endpoint's query; INVALID_INPUT otherwise."""
+    from .schemas import MAX_PAGE, PageQuerySchema
+
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:
+        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
+    try:
+        query = PageQuerySchema().load({k: v for k, v in request.args.items() if k in ("limit", "offset")})
+    except ValidationError as exc:
+        raise InvalidInput("query validation failed", details={"errors": exc.messages, "limit": MAX_PAGE}) from None
+    return int(query["limit"]), int(query["offset"])

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from ..convert.jobs import describe
 from ..convert.quantize import OPTIMIZATIONS
-from ..kernel.errors import InvalidInput, ServiceUnavailable
-from .context import get_kernel, json_body, require
+from ..kernel.errors import ServiceUnavailable
+from .context import get_kernel, json_body, page_query, require
 from .openai_schemas import ConvertSchema
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
@@ -54,13 +54,13 @@ def create_conversion() -> tuple[Response, int]:
 
 @bp.get("")
 def list_conversions() -> Response:
-    """The conversion jobs, newest first (admin)."""
+    """A page of the conversion jobs, newest first (admin): ``limit`` ≤ 100, ``offset``."""
     identity = require("admin", "convert")
-    limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise InvalidInput("limit must be an integer from 1 to 500", details={"field": "limit"})
-    rows = _jobs().list(identity, limit=int(limit))
-    return jsonify({"object": "list", "data": [describe(r) for r in rows]})
+    limit, offset = page_query()
+    rows = _jobs().list(identity, limit=limit + 1, offset=offset)
+    more = len(rows) > limit
+    data = [describe(r) for r in rows[:limit]]
+    return jsonify({"object": "list", "data": data, "has_more": more, "next_offset": offset + limit if more else None})
 
 
 @bp.get("/<int:job_id>")

@@ -16,10 +16,11 @@ import math
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import DateTime, func, select
 
+from ..bench.jobs import owner_of
 from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.kernel import Kernel
 from ..kernel.types import Identity, InferenceRequest, utc_iso
@@ -145,9 +146,10 @@ def _store(kernel: Kernel, row: dict[str, Any]) -> int | None:
     if db is None:
         return None
     from ..db import BenchmarkRun
+    from ..db.models import summary_of
 
     with db.session() as session:
-        run = BenchmarkRun(kind="evaluation", **row)
+        run = BenchmarkRun(kind="evaluation", summary=summary_of("evaluation", row.get("results")), **row)
         session.add(run)
         session.flush()
         return int(run.id)
@@ -167,6 +169,7 @@ def evaluate(model_id: str) -> Response:
     results: list[dict[str, Any]] = []
     collected: list[Any] = []
     stored = {"name": f"evaluation of {spec.id}", "model": spec.id, "target": spec.id, "started_at": started}
+    stored["owner"] = owner_of(kernel.services.get("db"), identity)[:64]
     stored["config"] = {"prompts": len(body["prompts"]), "metrics": body["metrics"], **config}
     try:
         for item in body["prompts"]:
@@ -207,24 +210,14 @@ def evaluate(model_id: str) -> Response:
     )
 
 
-def _numbers(results: dict[str, Any] | None, kind: str) -> dict[str, float]:
-    """The scalar figures of a stored run, nested statistics flattened (``ttft.p50``, ``custom.name``)."""
-    if not isinstance(results, dict):
-        return {}
-    source = results.get("summary" if kind == "evaluation" else "aggregated_metrics")
-    out: dict[str, float] = {}
-    for key, value in (source or {}).items() if isinstance(source, dict) else ():
-        inner = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, number in inner:
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
-                out[f"{key}.{sub}" if sub is not None else str(key)] = float(number)
-    return out
-
-
 @bp.get("/metrics/history")
 def metrics_history() -> Response:
-    """Points ``{timestamp, run_id, kind, model, metric, value}`` of stored evaluations and benchmarks."""
-    require("read", "metrics")
+    """Points ``{timestamp, run_id, kind, model, metric, value}`` of the caller's stored runs (an admin: all).
+
+    A page holds the points of at most ``limit`` (≤ 100) runs, newest runs first from ``offset``;
+    the figures come from each run's stored ``summary``, never its full results.
+    """
+    g.identity = require("read", "metrics")
     repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
     if repeated:
         raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
@@ -235,33 +228,50 @@ def metrics_history() -> Response:
     start, end = query["start_date"], query["end_date"]
     if start is not None and end is not None and start > end:
         raise InvalidInput("start_date is after end_date", details={"field": "start_date"})
+    identity = g.get("identity")
     kernel = get_kernel()
     db = kernel.services.get("db")
     points: list[dict[str, Any]] = []
+    more = False
+    limit, offset = query["limit"], query["offset"]
     if db is not None:
         from ..db import BenchmarkRun
 
-        statement = select(BenchmarkRun).where(BenchmarkRun.status == "completed").order_by(BenchmarkRun.created_at)
+        moment = func.coalesce(BenchmarkRun.finished_at, BenchmarkRun.created_at, type_=DateTime(timezone=True))
+        statement = select(
+            BenchmarkRun.id, BenchmarkRun.kind, BenchmarkRun.model, BenchmarkRun.summary, moment.label("moment")
+        ).where(BenchmarkRun.status == "completed", BenchmarkRun.kind.in_(("benchmark", "evaluation")))
+        if identity is None or not identity.has("admin"):  # a caller sees the figures of its own runs
+            statement = statement.where(BenchmarkRun.owner == owner_of(db, identity))
         if query["model"] is not None:
             statement = statement.where(BenchmarkRun.model == query["model"])
+        if start is not None:
+            statement = statement.where(moment >= start)
+        if end is not None:
+            statement = statement.where(moment <= end)
+        statement = statement.order_by(moment.desc(), BenchmarkRun.id.desc()).offset(offset).limit(limit + 1)
         with db.session() as session:
-            runs = session.scalars(statement).all()
-            for run in runs:
-                moment = run.finished_at or run.created_at
-                aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-                if (start is not None and aware < start) or (end is not None and aware > end):
-                    continue
-                for metric, value in _numbers(run.results, run.kind).items():
-                    if query["metric"] is None or metric == query["metric"]:
-                        points.append(
-                            {
-                                "timestamp": utc_iso(moment),
-                                "run_id": run.id,
-                                "kind": run.kind,
-                                "model": run.model,
-                                "metric": metric,
-                                "value": value,
-                            }
-                        )
-    points = points[-query["limit"] :]
-    return jsonify({"success": True, "points": points, "count": len(points), "timestamp": utc_timestamp()})
+            runs = session.execute(statement).all()
+        more = len(runs) > limit
+        for run in reversed(runs[:limit]):  # oldest first within the page
+            for metric, value in (run.summary or {}).items():
+                if query["metric"] is None or metric == query["metric"]:
+                    points.append(
+                        {
+                            "timestamp": utc_iso(run.moment),
+                            "run_id": run.id,
+                            "kind": run.kind,
+                            "model": run.model,
+                            "metric": metric,
+                            "value": value,
+                        }
+                    )
+    return jsonify(
+        {
+            "success": True,
+            "points": points,
+            "count": len(points),
+            "next_offset": offset + limit if more else None,
+            "timestamp": utc_timestamp(),
+        }
+    )

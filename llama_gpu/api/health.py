@@ -53,7 +53,7 @@ def ready() -> Response | tuple[Response, int]:
                 reason = f"the default model {state.spec.id!r} is unavailable: {state.spec.unavailable}"
             elif backend is None or not backend.is_available():
                 reason = f"backend {state.spec.backend!r} of the default model is not available"
-            elif not kernel.settings.autoload:
+            elif not kernel.settings.may_autoload(state.spec.id):
                 reason = f"the default model {state.spec.id!r} is not loaded"
         except LlamaGPUError as exc:
             reason = exc.message

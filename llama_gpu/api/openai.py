@@ -342,10 +342,8 @@ def embeddings() -> Response:
     raw = body["input"]
     items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
     model_id = kernel.registry.resolve(body["model"]).id
-    if items and isinstance(items[0], list):
-        kernel.load_model(model_id)  # token arrays are read with the model's own vocabulary
-        model = kernel.registry.loaded()[model_id]
-        items = [model.detokenize(ids) for ids in items]
+    if items and isinstance(items[0], list):  # token arrays are read with the model's own vocabulary
+        items = kernel.detokenize(model_id, items)
     vectors = kernel.embed(model_id, items)
     model = kernel.registry.loaded().get(model_id)
     tokens = sum(model.count_tokens(t) for t in items) if model else 0

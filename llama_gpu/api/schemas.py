@@ -187,6 +187,17 @@ class LogsQuerySchema(Schema):
     component = fields.String(load_default=None, validate=validate.Length(1, 128))
 
 
+#: Most rows one page of a list endpoint carries.
+MAX_PAGE = 100
+
+
+class PageQuerySchema(Schema):
+    """``limit`` (at most :data:`MAX_PAGE`) and ``offset`` of a list endpoint."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 10_000_000))
+
+
 class BenchmarkConfigSchema(Schema):
     """``config`` of ``POST /api/v1/benchmarks``: the :class:`~llama_gpu.bench.BenchmarkConfig` fields a caller may set.
 
@@ -231,9 +242,10 @@ class BenchmarkCreateSchema(Schema):
 
 
 class BenchmarkListQuerySchema(Schema):
-    """Query of ``GET /api/v1/benchmarks``."""
+    """Query of ``GET /api/v1/benchmarks``: a page of at most :data:`MAX_PAGE` rows from ``offset``."""
 
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 10_000_000))
     status = fields.String(
         load_default=None, validate=validate.OneOf(["queued", "running", "completed", "failed", "cancelled"])
     )
@@ -287,4 +299,6 @@ class MetricsHistoryQuerySchema(Schema):
     end_date = fields.AwareDateTime(load_default=None, format="iso", default_timezone=dt.UTC)
     model = fields.String(load_default=None, validate=validate.Length(1, 255))
     metric = fields.String(load_default=None, validate=validate.Length(1, 128))
-    limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
+    #: Runs per page (each gives its points), newest first from ``offset``.
+    limit = fields.Integer(load_default=MAX_PAGE, validate=validate.Range(1, MAX_PAGE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 10_000_000))

@@ -9,8 +9,11 @@ submission beyond that is refused with SERVER_OVERLOADED. Each job publishes
 ``benchmark.completed`` / ``benchmark.failed`` (a cancelled job ends with ``benchmark.failed``,
 ``status: "cancelled"``); the Socket.IO bridge sends them to the channel ``benchmarks``.
 
-A job that targets this server itself gets a short-lived API key of its own from
-``kernel.services["accounts"]``, revoked when the job ends. Rows carry, in ``progress``, the
+A job that targets this server itself gets an API key of its own from
+``kernel.services["accounts"]``: the caller's role (at most ``write``) and tier, the caller's key as
+its parent, an expiry at the job's deadline; it is revoked when the job ends. A job runs at
+most ``LLAMA_GPU_MAX_BENCHMARK_SECONDS`` (then it is cancelled), and one owner has at most
+``LLAMA_GPU_MAX_BENCHMARK_JOBS`` jobs queued or running (RATE_LIMIT_EXCEEDED beyond). Rows carry, in ``progress``, the
 id of the process that owns them and a heartbeat renewed every few seconds: on first use a
 process marks rows whose owner stopped beating (a dead process) as failed, and a job
 cancelled through another process (the row set to ``cancelled`` there) stops at its next
@@ -24,6 +27,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -33,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import defer
 
-from ..db.models import ApiKey, BenchmarkRun, utcnow
-from ..kernel.errors import Conflict, NotFound, ServerOverloaded
+from ..db.models import ApiKey, BenchmarkRun, summary_of, utcnow
+from ..kernel.errors import Conflict, NotFound, RateLimitExceeded, ServerOverloaded
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
 from ..kernel.types import Event, Identity, PluginInfo
@@ -67,6 +72,12 @@ class Job:
     self_target: bool = False
     user_id: int | None = None
     parent_key_id: int | None = None
+    #: The role and tier of the job's own key (the caller's: never more than it has).
+    key_role: str = "write"
+    key_tier: str = "standard"
+    #: Seconds the job may run once started (then it is cancelled and its key has expired).
+    max_seconds: float = 1800.0
+    timed_out: bool = False
     #: A prompts file written for this job, removed when it ends.
     prompts_file: Path | None = None
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -96,6 +107,8 @@ class BenchmarkJobs:
     NOUN = "benchmark"
     EVENT_PREFIX = "benchmark"
     ID_FIELD = "benchmark_id"
+    #: Whether lists load ``results`` (a benchmark's hold every request: no; a conversion's are a few fields).
+    LIST_RESULTS = False
 
     def __init__(self, max_running: int = 1, max_queued: int = 16) -> None:
         self.max_running = max_running
@@ -188,6 +201,7 @@ class BenchmarkJobs:
                 error.retry_after = 30
                 raise error
         owner = self.owner_of(identity)
+        self._check_owner_limit(owner, identity)
         prompts_file = None
         if prompts:
             assert self.kernel is not None
@@ -196,10 +210,12 @@ class BenchmarkJobs:
             prompts_file = folder / f"prompts-{uuid.uuid4().hex}.jsonl"
             prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
             config = dataclasses.replace(config, dataset_name=str(prompts_file))
+        parent_key_id = int(identity.id) if identity is not None and identity.kind == "api_key" else None
         stored = {
             **(extra or {}),
             "owner": owner,
             "self_target": self_target,
+            "parent_key_id": parent_key_id,
             "benchmark": config.to_dict(redact_key=True),
         }
         with self.db.session() as session:
@@ -207,6 +223,7 @@ class BenchmarkJobs:
                 name=name[:255],
                 target=None if self_target else config.api_base[:255],
                 config=stored,
+                owner=owner[:64],
                 kind="benchmark",
                 status="queued",
                 model=config.api_model_name[:255],
@@ -218,8 +235,12 @@ class BenchmarkJobs:
         job = Job(id=row.id, config=config, owner=owner, self_target=self_target, prompts_file=prompts_file)
         if owner.startswith("user:"):
             job.user_id = int(owner[5:])
-        if identity is not None and identity.kind == "api_key":
-            job.parent_key_id = int(identity.id)
+        job.parent_key_id = parent_key_id
+        if identity is not None:
+            job.key_role = "write" if identity.has("write") else "read"
+            job.key_tier = identity.tier
+        if self.kernel is not None:
+            job.max_seconds = float(self.kernel.settings.max_benchmark_seconds)
         with self._lock:
             self._queue.append(job)
             if self._beater is None:
@@ -227,6 +248,27 @@ class BenchmarkJobs:
                 self._beater.start()
         self._dispatch()
         return row
+
+    def _check_owner_limit(self, owner: str, identity: Identity | None) -> None:
+        """RATE_LIMIT_EXCEEDED when ``owner`` already has the most active jobs allowed (admins included)."""
+        if self.kernel is None:
+            return
+        limit = int(self.kernel.settings.max_benchmark_jobs)
+        with self.db.session() as session:
+            active = len(
+                session.scalars(
+                    select(BenchmarkRun.id).where(
+                        BenchmarkRun.kind == self.KIND, BenchmarkRun.owner == owner, BenchmarkRun.status.in_(ACTIVE)
+                    )
+                ).all()
+            )
+        if active >= limit:
+            error = RateLimitExceeded(
+                f"{active} {self.NOUN} jobs of yours are queued or running; at most {limit} at once",
+                details={"active": active, "limit": limit},
+            )
+            error.retry_after = 30
+            raise error
 
     def cancel(self, job_id: int, identity: Identity | None) -> BenchmarkRun:
         """Cancel a queued or running job the caller may manage; CONFLICT when it has finished."""
@@ -275,41 +317,40 @@ class BenchmarkJobs:
             raise NotFound(f"no {self.NOUN} {job_id}", details={self.ID_FIELD: job_id})
         return row
 
-    def list(self, identity: Identity | None, limit: int = 50, status: str | None = None) -> list[BenchmarkRun]:
-        """The caller's benchmark rows (all for an admin), newest first."""
+    def list(
+        self, identity: Identity | None, limit: int = 50, status: str | None = None, offset: int = 0
+    ) -> list[BenchmarkRun]:
+        """A page of the caller's rows (all for an admin), newest first, without their ``results``.
+
+        Ownership is filtered in SQL on the indexed ``owner`` column; ``results`` (every request
+        of a run) is never loaded for a list: use ``summary``.
+        """
         self.recover()
         query = select(BenchmarkRun).where(BenchmarkRun.kind == self.KIND)
+        if not self.LIST_RESULTS:
+            query = query.options(defer(BenchmarkRun.results))
         if status is not None:
             query = query.where(BenchmarkRun.status == status)
-        query = query.order_by(BenchmarkRun.created_at.desc(), BenchmarkRun.id.desc())
-        rows: list[BenchmarkRun] = []
-        owner = self.owner_of(identity)
+        if identity is None or not identity.has("admin"):
+            query = query.where(BenchmarkRun.owner == self.owner_of(identity))
+        query = query.order_by(BenchmarkRun.created_at.desc(), BenchmarkRun.id.desc()).offset(offset).limit(limit)
         with self.db.session() as session:
-            for row in session.scalars(query):  # ownership lives in the config JSON: filter here
-                if self.visible(row, identity, owner):
-                    session.expunge(row)
-                    rows.append(row)
-                    if len(rows) >= limit:
-                        break
+            rows = list(session.scalars(query))
+            for row in rows:
+                session.expunge(row)
         return rows
 
     def owner_of(self, identity: Identity | None) -> str:
         """Who owns the jobs ``identity`` starts: its user (every key of a user shares them), else itself."""
-        if identity is None:
-            return "anonymous"
-        if identity.kind == "api_key" and identity.id.isdigit():
-            with self.db.session() as session:
-                user_id = session.scalar(select(ApiKey.user_id).where(ApiKey.id == int(identity.id)))
-            if user_id is not None:
-                return f"user:{user_id}"
-        return f"{identity.kind}:{identity.id}"
+        return owner_of(self.db, identity)
 
     def visible(self, row: BenchmarkRun, identity: Identity | None, owner: str | None = None) -> bool:
         """Whether ``identity`` (whose :meth:`owner_of` is ``owner``, when known) may see ``row``."""
         if identity is not None and identity.has("admin"):
             return True
         owner = owner if owner is not None else self.owner_of(identity)
-        return isinstance(row.config, dict) and row.config.get("owner") == owner
+        stored = row.owner or (row.config.get("owner") if isinstance(row.config, dict) else None)
+        return stored == owner
 
     def recover(self) -> int:
         """Mark rows of processes that stopped beating as failed (once per process, then on each listing)."""
@@ -402,12 +443,11 @@ class BenchmarkJobs:
             if job.self_target:
                 if accounts is None:
                     raise RuntimeError("this server has no accounts service to create the benchmark's API key")
-                runs = len(config.traffic_scenario or [1]) * len(config.num_users)
                 key, secret = accounts.create_key(
                     f"benchmark {job.id}",
-                    "write",
-                    expires_in=int(config.max_time_per_run * runs) + 600,
-                    tier="premium",
+                    job.key_role,
+                    expires_in=max(1, math.ceil(job.max_seconds)),  # the job's deadline
+                    tier=job.key_tier,
                     user_id=job.user_id,
                     parent_key_id=job.parent_key_id,
                     actor="benchmarks",
@@ -415,10 +455,23 @@ class BenchmarkJobs:
                 key_id = key.id
                 config = dataclasses.replace(config, api_key=secret)
             kernel = self.kernel if hasattr(self.kernel, "benchmark_metrics") else None
-            result = Benchmark(config, on_progress=on_progress, cancel=job.cancel, kernel=kernel).run()
+
+            def expire() -> None:
+                job.timed_out = True
+                job.cancel.set()
+
+            timer = threading.Timer(job.max_seconds, expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                result = Benchmark(config, on_progress=on_progress, cancel=job.cancel, kernel=kernel).run()
+            finally:
+                timer.cancel()
             results = result.to_dict()
             cancelled = bool(results.get("benchmark_info", {}).get("cancelled")) or job.cancel.is_set()
             status, error = ("cancelled", "cancelled") if cancelled else ("completed", None)
+            if cancelled and job.timed_out:
+                error = f"stopped at the maximum duration of {job.max_seconds:g} s"
         except BenchError as exc:
             error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # reported on the row and the bus
@@ -464,6 +517,7 @@ class BenchmarkJobs:
                 row.status, row.error = status, error
             if results is not None:
                 row.results = results
+                row.summary = summary_of(row.kind, results)
             row.finished_at = row.finished_at or now
             progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS}
             row.progress = progress or None
@@ -494,6 +548,18 @@ class BenchmarkJobs:
     def _publish_raw(self, type: str, data: dict[str, Any]) -> None:
         if self.kernel is not None:
             self.kernel.publish(type, data)
+
+
+def owner_of(db: Any, identity: Identity | None) -> str:
+    """The owner of the runs ``identity`` starts: ``user:<id>`` for a user's keys and tokens, else ``<kind>:<id>``."""
+    if identity is None:
+        return "anonymous"
+    if identity.kind == "api_key" and identity.id.isdigit() and db is not None:
+        with db.session() as session:
+            user_id = session.scalar(select(ApiKey.user_id).where(ApiKey.id == int(identity.id)))
+        if user_id is not None:
+            return f"user:{user_id}"
+    return f"{identity.kind}:{identity.id}"
 
 
 def iso(when: dt.datetime | None) -> str | None:

@@ -58,6 +58,9 @@ class ConversionJobs(BenchmarkJobs):
     EVENT_PREFIX = "convert"
     ID_FIELD = "job_id"
 
+    #: A conversion's results are a few fields: lists show them.
+    LIST_RESULTS = True
+
     def __init__(self, max_running: int = 1, max_queued: int = 8) -> None:
         super().__init__(max_running=max_running, max_queued=max_queued)
 
@@ -165,6 +168,7 @@ class ConversionJobs(BenchmarkJobs):
                 name=f"{source_model} → {plan['quantization']}"[:255],
                 target=None,
                 config=stored,
+                owner=owner[:64],
                 kind=self.KIND,
                 status="queued",
                 model=(plan["source_id"] or Path(plan["source_path"]).name)[:255],

@@ -7,6 +7,7 @@ passwords as scrypt hashes. Times are timezone-aware UTC.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
@@ -147,7 +148,10 @@ class BenchmarkRun(Base):
     """One benchmark job or model evaluation: its configuration, status, progress and results."""
 
     __tablename__ = "benchmark_runs"
-    __table_args__ = (Index("ix_benchmark_runs_kind_created_at", "kind", "created_at"),)
+    __table_args__ = (
+        Index("ix_benchmark_runs_kind_created_at", "kind", "created_at"),
+        Index("ix_benchmark_runs_kind_owner_created_at", "kind", "owner", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -165,3 +169,21 @@ class BenchmarkRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Who owns the run (``user:3``, ``api_key:12``…): lists filter on it in SQL.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The run's scalar figures (``ttft.p50``…), so that lists and the metrics history never read ``results``.
+    summary: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+
+
+def summary_of(kind: str, results: Any) -> dict[str, float] | None:
+    """The scalar figures of a run's ``results``, nested statistics flattened (``ttft.p50``, ``custom.name``)."""
+    if not isinstance(results, dict):
+        return None
+    source = results.get("summary" if kind == "evaluation" else "aggregated_metrics")
+    out: dict[str, float] = {}
+    for key, value in source.items() if isinstance(source, dict) else ():
+        inner = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, number in inner:
+            if isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number):
+                out[f"{key}.{sub}" if sub is not None else str(key)] = float(number)
+    return out or None

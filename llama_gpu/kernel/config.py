@@ -39,8 +39,10 @@ class Settings:
     max_loaded_models: int = 2
     #: Seconds an idle model stays loaded (negative: forever; 0: unload after each request).
     keep_alive: float = 300.0
-    #: Load a model on its first request (else such a request gets MODEL_NOT_LOADED).
-    autoload: bool = True
+    #: Which models a request may load on first use: ``default-only`` (the default model only),
+    #: ``any`` (every known model), ``off`` (none: an admin loads them); ``true``/``false`` are
+    #: aliases of ``any``/``off``.
+    autoload: str = "default-only"
     #: Load the default model in the background at start-up.
     preload: bool = True
     #: Bytes all loaded models may take together (0: only the free memory limits).
@@ -97,6 +99,16 @@ class Settings:
     event_queue_size: int = 1000
     #: Python logging level.
     log_level: str = "INFO"
+    #: Host names the server answers to (Flask's ``TRUSTED_HOSTS``); empty: any ``Host``.
+    trusted_hosts: tuple[str, ...] = ()
+    #: Sequences one caller (user, key or address) may have running or queued at once, all models together.
+    max_concurrent_sequences: int = 32
+    #: Benchmark jobs one caller may have queued or running at once.
+    max_benchmark_jobs: int = 2
+    #: Longest a benchmark job may run, in seconds (its runs and its API key end then).
+    max_benchmark_seconds: float = 1800.0
+    #: Days request-log rows are kept (0: forever).
+    request_log_retention_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -117,6 +129,12 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}", details={"unknown": unknown})
+        if "autoload" in values:
+            values["autoload"] = _autoload(values["autoload"])
+        if isinstance(values.get("trusted_hosts"), str):
+            values["trusted_hosts"] = _split(values["trusted_hosts"])
+        elif values.get("trusted_hosts") is not None:
+            values["trusted_hosts"] = tuple(values["trusted_hosts"])
         for key in ("plugins", "disable_plugins"):
             if isinstance(values.get(key), str):
                 values[key] = _split(values[key])
@@ -137,6 +155,8 @@ class Settings:
             "event_queue_size",
             "max_loaded_models",
             "parallel",
+            "max_concurrent_sequences",
+            "max_benchmark_jobs",
         )
         for name in positive:
             value = getattr(self, name)
@@ -161,6 +181,19 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()} must be a positive number, got {getattr(self, name)!r}",
                     details={"setting": name},
                 )
+        if not self.max_benchmark_seconds > 0:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}MAX_BENCHMARK_SECONDS must be a positive number, got {self.max_benchmark_seconds!r}"
+            )
+        if self.request_log_retention_days < 0:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}REQUEST_LOG_RETENTION_DAYS must be >= 0, got {self.request_log_retention_days!r}"
+            )
+        if self.autoload not in AUTOLOAD_MODES:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}AUTOLOAD must be one of {', '.join(AUTOLOAD_MODES)} or true/false, got {self.autoload!r}",
+                details={"setting": "autoload", "value": repr(self.autoload)},
+            )
         if self.auth not in ("required", "off"):
             raise ConfigurationError(f"{ENV_PREFIX}AUTH must be 'required' or 'off', got {self.auth!r}")
         if self.jwt_expires <= 0 or self.trusted_proxies < 0:
@@ -170,6 +203,19 @@ class Settings:
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_LEVEL must be a logging level, got {self.log_level!r}")
+
+    @property
+    def self_url(self) -> str:
+        """The server's own base URL from its configured address (a wildcard bind means loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def may_autoload(self, model_id: str) -> bool:
+        """Whether a request may load ``model_id`` on first use (``model_id`` resolved, not ``default``)."""
+        if self.autoload == "any":
+            return True
+        return self.autoload == "default-only" and model_id == self.default_model
 
     @property
     def models_path(self) -> str:
@@ -184,6 +230,20 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and checked."""
         return self.create(**{**dataclasses.asdict(self), **changes})
+
+
+#: Values of ``LLAMA_GPU_AUTOLOAD``; booleans are aliases (``true``: ``any``, ``false``: ``off``).
+AUTOLOAD_MODES = ("default-only", "any", "off")
+_AUTOLOAD_ALIASES = {"true": "any", "1": "any", "yes": "any", "on": "any", "false": "off", "0": "off", "no": "off"}
+
+
+def _autoload(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "any" if value else "off"
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        return _AUTOLOAD_ALIASES.get(lowered, lowered)
+    return value
 
 
 def _split(raw: str) -> tuple[str, ...]:

@@ -543,6 +543,14 @@ class Kernel:
             raise ModelNotLoaded(f"model {spec.id!r} is not loaded", details={"model": spec.id})
         return self.registry.unload(spec.id)
 
+    def detokenize(self, model_id: str, token_lists: list[list[int]]) -> list[str]:
+        """The texts of token-id lists in ``model_id``'s vocabulary (the model loads only as autoload allows)."""
+        model = self.registry.acquire(model_id)
+        try:
+            return [model.detokenize(ids) for ids in token_lists]
+        finally:
+            self.registry.release(model.spec.id, tokens=0, seconds=0.0, ok=True, keep_alive=None)
+
     def embed(self, model_id: str, texts: list[str]) -> list[list[float]]:
         """Embeddings of ``texts`` from an embedding model."""
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):

@@ -158,7 +158,11 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ serving
     def acquire(self, model_id: str | None) -> LoadedModel:
-        """The loaded model for a request (loading it when autoload is on); pair with ``release``."""
+        """The loaded model for a request (loaded first when ``LLAMA_GPU_AUTOLOAD`` allows); pair with ``release``.
+
+        ``default-only`` (the default) lets a request load the default model only: which other
+        models take memory (and which get evicted for them) is an admin's decision.
+        """
         state = self.state(model_id)
         while True:
             with self._lock:
@@ -166,10 +170,11 @@ class ModelRegistry:
                     state.active += 1
                     state.last_used = time.time()
                     return state.model
-            if not self.settings.autoload:
+            if not self.settings.may_autoload(state.spec.id):
                 raise ModelNotLoaded(
-                    f"model {state.spec.id!r} is not loaded; load it first (POST /api/v1/models/{state.spec.id}/load)",
-                    details={"model": state.spec.id, "status": state.status},
+                    f"model {state.spec.id!r} is not loaded; an admin loads it "
+                    f"(POST /api/v1/models/{state.spec.id}/load)",
+                    details={"model": state.spec.id, "status": state.status, "autoload": self.settings.autoload},
                 )
             self.load(state.spec.id)
 

@@ -252,13 +252,13 @@ class Accounts:
             self._touched[key_id] = now
             return True
 
-    def list_keys(self, owner: Identity) -> list[ApiKey]:
-        """The keys ``owner`` may see: all for an admin, else those it created."""
+    def list_keys(self, owner: Identity, limit: int | None = None, offset: int = 0) -> list[ApiKey]:
+        """The keys ``owner`` may see (all for an admin, else those it created), a page of ``limit`` from ``offset``."""
         with self.db.session() as session:
             query = select(ApiKey).order_by(ApiKey.id)
             if not owner.has("admin"):
                 query = query.where(*_owned_by(owner))
-            return list(session.scalars(query).all())
+            return list(session.scalars(query.offset(offset).limit(limit)).all())
 
     def revoke_key(self, key_id: int, by: Identity, remote: str | None = None) -> ApiKey:
         """Revoke a key ``by`` may manage; NOT_FOUND otherwise (other keys' ids are not revealed)."""

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
 }
 #: Settings of the engine, not of ``Llama()``.
 ENGINE_SETTINGS = ("prefix_cache",)
+#: Largest context of the embedding context (its KV cache is counted in ``memory_bytes``).
+EMBED_CONTEXT = 2048
 
 
 def gpu_offload_supported() -> bool:
@@ -234,17 +236,20 @@ class LlamaCppModel(LoadedModel):
 
     # embeddings ---------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> list[list[float]]:
-        """Normalised embeddings from a second context in embedding mode (made on first use)."""
-        import llama_cpp
+        """Normalised mean-pooled embeddings from a context of their own on the same weights (made on first use)."""
+        from .llamacpp_score import Embedder
 
         with self._lock:
+            if self._llm is None:
+                raise InvalidInput(f"model {self.spec.id!r} was unloaded", details={"model": self.spec.id})
             if self._embedder is None:
-                params = {k: v for k, v in self._params.items() if k not in ("flash_attn", *ENGINE_SETTINGS)}
-                # Mean pooling, so a generative GGUF (no pooling of its own) gives one vector per text.
-                self._embedder = llama_cpp.Llama(
-                    self._path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False, **params
-                )
-            return [list(map(float, v)) for v in self._embedder.embed(texts, normalize=True)]
+                n_ctx = min(int(self._params["n_ctx"]), EMBED_CONTEXT)
+                self._embedder = Embedder(self._llm.model, n_ctx, int(self._params["n_threads"]))
+            vectors = []
+            for text in texts:
+                tokens = list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+                vectors.append(self._embedder.embed(tokens))
+            return vectors
 
     # accounting ---------------------------------------------------------------------------------
     @property
@@ -254,6 +259,7 @@ class LlamaCppModel(LoadedModel):
 
         runner = self._runner.kv_bytes if self._runner is not None else 0
         runner += self._scorer.kv_bytes if self._scorer is not None else 0
+        runner += self._embedder.kv_bytes if self._embedder is not None else 0
         return (
             int(llama_cpp.llama_model_size(self._llm.model))
             + int(llama_cpp.llama_state_get_size(self._llm.ctx))
@@ -280,9 +286,10 @@ class LlamaCppModel(LoadedModel):
                 self._scorer.close()
                 self._scorer = None
         with self._lock:
-            for llm in (self._llm, self._embedder):
-                if llm is not None:
-                    llm.close()
+            if self._embedder is not None:
+                self._embedder.close()
+            if self._llm is not None:
+                self._llm.close()
             self._llm = self._embedder = None
 
 
