@@ -75,6 +75,7 @@ RATE_LIMIT_GROUPS: dict[str, str] = {
     "openai.load_model": "models",
     "openai.unload_model": "models",
     "openai.model_status": "models",
+    "evaluate.evaluate": "infer",
 }
 #: Blueprints whose every endpoint counts in one group.
 RATE_LIMIT_BLUEPRINTS: dict[str, str] = {
@@ -100,12 +101,45 @@ def rate_limit_group() -> str:
     return group or "system"
 
 
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 1
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def request_cost() -> int:
+    """How many sequences this request asks for (what it counts for in its rate limit); 1 when unknown."""
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        return 1
+    endpoint = request.endpoint or ""
+    if endpoint == "openai.completions":
+        cost = _count(body.get("prompt")) * max(_number(body.get("best_of")), _number(body.get("n")))
+    elif endpoint == "openai.chat_completions":
+        cost = _number(body.get("n"))
+    elif endpoint in ("openai.batch", "aliases.batch_generate"):
+        cost = _count(body.get("requests"))
+    elif endpoint == "infer.batch_infer":
+        cost = _count(body.get("inputs"))
+    elif endpoint == "evaluate.evaluate":
+        cost = _count(body.get("prompts"))
+    else:
+        cost = 1
+    return max(1, min(cost, MAX_COST))
+
+
+#: The most one call counts for (bodies asking for more are refused anyway).
+MAX_COST = 1024
+
+
 def enforce_rate_limit(identity: Identity | None) -> None:
     """Count this request once against its group's limit (status in ``g.rate_limit``); 429 when over it."""
     if "rate_limit_group" in g:
         return
     g.rate_limit_group = group = rate_limit_group()
-    status = get_kernel().rate_limit(identity, group, request.remote_addr or "unknown")
+    status = get_kernel().rate_limit(identity, group, request.remote_addr or "unknown", cost=request_cost())
     if status is None:
         return
     g.rate_limit = status

@@ -22,7 +22,15 @@ from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.inference import InferenceStream
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
 from .context import get_kernel, json_body, require
-from .openai_schemas import BatchSchema, ChatCompletionSchema, CompletionSchema, EmbeddingSchema, ModelLoadV1Schema
+from .openai_schemas import (
+    MAX_LOGPROB_ENTRIES,
+    MAX_REQUEST_SEQUENCES,
+    BatchSchema,
+    ChatCompletionSchema,
+    CompletionSchema,
+    EmbeddingSchema,
+    ModelLoadV1Schema,
+)
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -61,6 +69,23 @@ def _request(
         endpoint="openai",
         metadata={"input_field": "messages" if messages is not None else "prompt"},
     )
+
+
+def _check_sizes(sequences: int, max_tokens: int, logprobs: int | None) -> None:
+    """INVALID_INPUT (with the limit) when a request asks for too many sequences or log-probabilities."""
+    if sequences > MAX_REQUEST_SEQUENCES:
+        raise InvalidInput(
+            f"the request asks for {sequences} sequences (prompts x best_of, or n); at most {MAX_REQUEST_SEQUENCES}",
+            details={"field": "best_of", "sequences": sequences, "limit": MAX_REQUEST_SEQUENCES},
+        )
+    if logprobs is not None:
+        entries = sequences * max_tokens * (logprobs + 1)
+        if entries > MAX_LOGPROB_ENTRIES:
+            raise InvalidInput(
+                f"the request asks for {entries} log-probabilities (sequences x max_tokens x (top_logprobs + 1)); "
+                f"at most {MAX_LOGPROB_ENTRIES}",
+                details={"field": "logprobs", "entries": entries, "limit": MAX_LOGPROB_ENTRIES},
+            )
 
 
 def _collect(stream: InferenceStream) -> tuple[InferenceResponse, list[Chunk]]:
@@ -176,6 +201,7 @@ def chat_completions() -> Response:
     body = json_body(ChatCompletionSchema())
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS
     logprobs = (body.get("top_logprobs") or 0) if body["logprobs"] else None
+    _check_sizes(body["n"], max_tokens, logprobs)
     messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
     requests = [
         _request(body, messages=messages, max_tokens=max_tokens, logprobs=logprobs, index=i) for i in range(body["n"])
@@ -275,6 +301,7 @@ def completions() -> Response:
     max_tokens = body.get("max_tokens") or COMPLETION_DEFAULT_MAX_TOKENS
     logprobs = body.get("logprobs")
     sample_logprobs = logprobs if logprobs is not None else (0 if best_of > n else None)
+    _check_sizes(len(prompts) * best_of, max_tokens, sample_logprobs)
     requests = [
         _request(body, prompt=prompt, max_tokens=max_tokens, logprobs=sample_logprobs, index=p * best_of + i)
         for p, prompt in enumerate(prompts)

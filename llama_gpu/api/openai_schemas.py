@@ -15,6 +15,12 @@ from .schemas import StrictBoolean, StrictFloat
 
 MAX_N = 16
 MAX_STOPS = 4
+#: Longest stop string, in characters.
+MAX_STOP_LENGTH = 256
+#: Most sequences one request may ask for (prompts x ``best_of``, or ``n``).
+MAX_REQUEST_SEQUENCES = 64
+#: Most log-probability entries one request may ask for (sequences x ``max_tokens`` x (top + 1)).
+MAX_LOGPROB_ENTRIES = 262_144
 
 
 class _Lenient(Schema):
@@ -23,16 +29,17 @@ class _Lenient(Schema):
 
 
 class StopField(fields.Field):
-    """``stop``: a string or a list of up to four strings."""
+    """``stop``: a string or a list of up to four strings of at most :data:`MAX_STOP_LENGTH` characters."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if value is None:
             return []
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and len(value) <= MAX_STOPS and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ValidationError(f"stop must be a string or a list of at most {MAX_STOPS} strings")
+        stops = [value] if isinstance(value, str) else value
+        if not (isinstance(stops, list) and len(stops) <= MAX_STOPS and all(isinstance(v, str) for v in stops)):
+            raise ValidationError(f"stop must be a string or a list of at most {MAX_STOPS} strings")
+        if any(len(v) > MAX_STOP_LENGTH for v in stops):
+            raise ValidationError(f"each stop string may have at most {MAX_STOP_LENGTH} characters")
+        return list(stops)
 
 
 class MessageSchema(_Lenient):

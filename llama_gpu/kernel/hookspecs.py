@@ -268,7 +268,7 @@ def check_permission(identity: Identity | None, permission: str, resource: str |
 
 
 @hookspec(firstresult=True)
-def rate_limit(identity: Identity | None, group: str, client: str, kernel: Kernel) -> RateLimitStatus | None:
+def rate_limit(identity: Identity | None, group: str, client: str, kernel: Kernel, cost: int) -> RateLimitStatus | None:
     """Count one call of ``identity`` (or of ``client`` when anonymous) against the limit of ``group``.
 
     Aggregation: firstresult. Return the caller's :class:`~llama_gpu.kernel.types.RateLimitStatus`
@@ -280,6 +280,8 @@ def rate_limit(identity: Identity | None, group: str, client: str, kernel: Kerne
     :param group: The endpoint group (``infer``, ``stream``, ``batch``, ``models``, ``plugins``, ``system``…).
     :param client: The client's address (after trusted proxies).
     :param kernel: The kernel serving the call.
+    :param cost: How many units the call counts for: the sequences it asks for (a completion of
+        8 prompts with ``best_of`` 2 costs 16), 1 for most calls.
     :return: The caller's standing, or ``None``.
     """
 

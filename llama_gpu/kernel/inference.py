@@ -19,7 +19,7 @@ from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .backend import LoadedModel
-from .errors import InferenceFailed, LlamaGPUError, NotFound
+from .errors import InferenceFailed, LlamaGPUError, NotFound, RateLimitExceeded
 from .scheduler import Job
 from .types import Chunk, Identity, InferenceRequest, InferenceResponse
 
@@ -96,6 +96,7 @@ class InferenceStream:
                 tokens_generated=tokens,
             )
             self._kernel.publish("inference_failed", data)
+        self._kernel.sequences.release(self.request.identity)
         # Counted out only after its event is on the bus: a draining stop() that wakes up here
         # must not shut the subscribers (request log, Socket.IO bridge) down before they have it.
         self._kernel.leave_request(ok, tokens)
@@ -163,16 +164,20 @@ class InferenceStream:
 def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStream:
     """Admit ``request``, run ``prepare_request`` and resolve its model; raise to refuse."""
     kernel.enter_request()
-    model = None
+    model, held = None, False
     try:
         if not isinstance(request.prompt, str):
             raise InferenceFailed("request.prompt must be a string")
+        kernel.sequences.reserve(request.identity)
+        held = True
         model = kernel.registry.acquire(request.model)
         if request.messages is not None:
             request.prompt = model.render_chat(request.messages)
         kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
         job = kernel.registry.engine(model.spec.id).submit(request)
     except BaseException as exc:
+        if held:
+            kernel.sequences.release(request.identity)
         if model is not None:
             kernel.registry.release(model.spec.id, tokens=0, seconds=0.0, ok=False, keep_alive=request.keep_alive)
         kernel.publish(
@@ -211,6 +216,61 @@ def caller_of(request: InferenceRequest) -> str | None:
     """Who made ``request``, as ``<kind>:<id>`` (``None`` when unauthenticated)."""
     who = request.identity
     return f"{who.kind}:{who.id}" if who is not None else None
+
+
+class SequenceQuota:
+    """Sequences each caller has running or queued, all models together, capped per caller.
+
+    One caller (an API key, a login, the anonymous caller of ``LLAMA_GPU_AUTH=off``) may hold
+    at most ``limit`` sequences at once (``LLAMA_GPU_MAX_CONCURRENT_SEQUENCES``): one more is
+    refused with RATE_LIMIT_EXCEEDED before it is queued, so that one caller cannot take every
+    slot of every engine. A request of several sequences (``n``, ``best_of``, a list of prompts,
+    a batch) holds one per sequence. Requests of the kernel itself (no identity) are not counted.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    @staticmethod
+    def key(identity: Identity | None) -> str | None:
+        """Whose sequences these are (``None``: the kernel's own, not counted)."""
+        return None if identity is None else f"{identity.kind}:{identity.id}"
+
+    def reserve(self, identity: Identity | None) -> None:
+        """Hold one sequence for ``identity``; RATE_LIMIT_EXCEEDED (429) when it holds the most allowed."""
+        key = self.key(identity)
+        if key is None:
+            return
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
+                error = RateLimitExceeded(
+                    f"{held} sequences of this caller are running or queued; at most {self.limit} at once",
+                    details={"running": held, "limit": self.limit},
+                )
+                error.retry_after = 1
+                raise error
+            self._held[key] = held + 1
+
+    def release(self, identity: Identity | None) -> None:
+        """Give back one sequence of ``identity``."""
+        key = self.key(identity)
+        if key is None:
+            return
+        with self._lock:
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+
+    def held(self, identity: Identity | None) -> int:
+        """Sequences ``identity`` holds now."""
+        key = self.key(identity)
+        with self._lock:
+            return self._held.get(key, 0) if key is not None else 0
 
 
 class RunningRequests:

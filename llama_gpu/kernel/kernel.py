@@ -35,7 +35,7 @@ from .errors import (
     ServiceUnavailable,
 )
 from .events import EventBus, Subscription
-from .inference import InferenceStream, RunningRequests, start_inference
+from .inference import InferenceStream, RunningRequests, SequenceQuota, start_inference
 from .manager import (
     STATUS_AVAILABLE,
     STATUS_DISABLED,
@@ -87,6 +87,7 @@ class Kernel:
         self._inflight = 0
         #: Requests in flight by id (for ``DELETE /api/v1/requests/{id}``).
         self.requests = RunningRequests()
+        self.sequences = SequenceQuota(self.settings.max_concurrent_sequences)
         #: Objects plugins share by name (the database is ``services["db"]``).
         self.services: dict[str, Any] = {}
         self._cond = threading.Condition()
@@ -505,9 +506,11 @@ class Kernel:
             f"{permission!r} permission required", details={"permission": permission, "resource": resource}
         )
 
-    def rate_limit(self, identity: Identity | None, group: str, client: str) -> RateLimitStatus | None:
-        """Count a call against its rate limit; the caller's standing, or ``None`` when unlimited."""
-        return self.call_first("rate_limit", identity=identity, group=group, client=client, kernel=self)
+    def rate_limit(self, identity: Identity | None, group: str, client: str, cost: int = 1) -> RateLimitStatus | None:
+        """Count a call (``cost`` units: its sequences) against its rate limit; the standing, or ``None``."""
+        return self.call_first(
+            "rate_limit", identity=identity, group=group, client=client, kernel=self, cost=max(1, int(cost))
+        )
 
     def collect_metrics(self) -> dict[str, float]:
         """Every plugin's metrics, keyed ``<plugin_id>.<name>``."""

@@ -7,6 +7,11 @@ decode steps while the runner has room, runs one step for every active sequence,
 each job its tokens (one queue put per job and step) and retires finished or cancelled
 sequences before the next step. A job that waits longer than the queue timeout is
 answered and never started. Every accepted job ends with its tokens or an error.
+
+Waiting jobs are admitted by priority with aging: a premium caller's job counts as if it had
+been submitted :data:`PREMIUM_HEAD_START` seconds earlier, so it goes before standard jobs
+that came up to that long before it, and a standard job that has waited longer than that
+goes first: premium is served first, standard is never starved.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 SAMPLES = 512
 #: Seconds over which ``tokens_per_second`` is measured.
 RATE_WINDOW = 10.0
+#: Seconds of queue time a premium caller's job is credited with (its priority; aging bounds it).
+PREMIUM_HEAD_START = 5.0
 
 
 class Job:
@@ -41,6 +48,11 @@ class Job:
         self.seq = seq
         self.request: InferenceRequest = seq.request
         self.submitted = time.perf_counter()
+        identity = self.request.identity
+        #: The admission order: earlier goes first (premium callers are credited a head start).
+        self.rank = self.submitted - (
+            PREMIUM_HEAD_START if identity is not None and identity.tier == "premium" else 0.0
+        )
         self.admitted: float | None = None
         self.first_token: float | None = None
         self.tokens_out = 0
@@ -196,7 +208,9 @@ class Engine:
                 self._expire()
                 admitted: list[Job] = []
                 while self._waiting and self.runner.can_admit(len(self._active) + len(admitted)):
-                    admitted.append(self._waiting.popleft())
+                    job = min(self._waiting, key=_rank)  # the queue stays in submission order for _expire
+                    self._waiting.remove(job)
+                    admitted.append(job)
                 if admitted or self._active:
                     return admitted
                 self._cond.notify_all()  # a stop() waiting for the engine to be idle
@@ -308,6 +322,10 @@ class Engine:
             "step_overhead_ms": _median_ms(overhead),
             "requests": dict(self._counts),
         }
+
+
+def _rank(job: Job) -> float:
+    return job.rank
 
 
 def _median_ms(values: Any) -> float | None:

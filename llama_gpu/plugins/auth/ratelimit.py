@@ -2,11 +2,13 @@
 
 Each call is counted against the hourly limit of its endpoint group (``infer``, ``batch``,
 ``stream``, ``models``, ``plugins``, ``system``, ``auth``; any other group counts as
-``system``). An authenticated caller is counted by its identity (kind and id), anyone
-else (no identity, or the anonymous identity of ``LLAMA_GPU_AUTH=off``) by client address,
-with the smaller anonymous limits. Premium identities get 10x the inference limits and 5x
-the management limits. ``LLAMA_GPU_RATE_LIMIT_OVERRIDES`` (``infer=2000/200,batch=50/5``:
-authenticated/anonymous per hour) replaces defaults; it is parsed strictly at start-up.
+``system``), as many times as it asks for sequences: a completion of 8 prompts with
+``best_of`` 2 counts 16 (at most the limit itself). An authenticated caller is counted by
+its identity (kind and id), anyone else (no identity, or the anonymous identity of
+``LLAMA_GPU_AUTH=off``) by client address, with the smaller anonymous limits. Premium
+identities get 10x the inference limits and 5x the management limits.
+``LLAMA_GPU_RATE_LIMIT_OVERRIDES`` (``infer=2000/200,batch=50/5``: authenticated/anonymous
+per hour) replaces defaults; it is parsed strictly at start-up.
 
 **Window: moving window.** A caller never gets more than N calls in any 60 minutes. A
 fixed window would let a caller spend N calls at the end of one window and N more at the
@@ -187,8 +189,10 @@ class RateLimiter:
         return authenticated
 
     @hookimpl
-    def rate_limit(self, identity: Identity | None, group: str, client: str, kernel: Kernel) -> RateLimitStatus | None:
-        """Count the call; its status (``allowed=False`` over the limit), ``None`` when limits are off."""
+    def rate_limit(
+        self, identity: Identity | None, group: str, client: str, kernel: Kernel, cost: int = 1
+    ) -> RateLimitStatus | None:
+        """Count the call as ``cost`` units (its sequences); its status (``allowed=False`` over the limit)."""
         primary = self._primary
         if not kernel.settings.rate_limits or primary is None:
             return None
@@ -200,10 +204,10 @@ class RateLimiter:
         keys = (group, quote(caller, safe=":"))
         limiter = primary if time.monotonic() >= self._fallback_until else self._local()
         try:
-            status = self._count(limiter, item, keys)
+            status = self._count(limiter, item, keys, cost)
         except StorageError as exc:
             self._storage_failed(exc)
-            status = self._count(self._local(), item, keys)
+            status = self._count(self._local(), item, keys, cost)
         else:
             if limiter is primary and self._fallback_until:
                 self._fallback_until = 0.0
@@ -214,8 +218,10 @@ class RateLimiter:
         return status
 
     @staticmethod
-    def _count(limiter: MovingWindowRateLimiter, item: RateLimitItem, keys: tuple[str, ...]) -> RateLimitStatus:
-        allowed = limiter.hit(item, *keys)
+    def _count(
+        limiter: MovingWindowRateLimiter, item: RateLimitItem, keys: tuple[str, ...], cost: int = 1
+    ) -> RateLimitStatus:
+        allowed = limiter.hit(item, *keys, cost=min(max(1, cost), item.amount))
         stats = limiter.get_window_stats(item, *keys)
         return RateLimitStatus(
             limit=item.amount, remaining=max(0, stats.remaining), reset=stats.reset_time, allowed=allowed
