@@ -190,7 +190,7 @@ class RateLimiter:
 
     @hookimpl
     def rate_limit(
-        self, identity: Identity | None, group: str, client: str, kernel: Kernel, cost: int = 1
+        self, identity: Identity | None, group: str, client: str, kernel: Kernel, cost: int
     ) -> RateLimitStatus | None:
         """Count the call as ``cost`` units (its sequences); its status (``allowed=False`` over the limit)."""
         primary = self._primary
