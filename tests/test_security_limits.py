@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ from werkzeug.serving import make_server
 
 from llama_gpu import InferenceRequest, Kernel, Settings
 from llama_gpu.api import create_app
-from llama_gpu.db.models import ApiKey
+from llama_gpu.db import Database
+from llama_gpu.db.models import ApiKey, RequestLog
 from llama_gpu.kernel import scheduler
 from llama_gpu.kernel.types import Identity
 
@@ -474,3 +476,32 @@ def test_lists_are_paged(live: Live) -> None:
     assert len(first["keys"]) == 2 and first["next_offset"] == 2
     second = live.http("GET", "/api/v1/auth/keys?limit=2&offset=2", live.admin).json()
     assert {k["id"] for k in second["keys"]}.isdisjoint({k["id"] for k in first["keys"]})
+
+
+def test_the_request_log_is_pruned_and_status_reads_only_its_window(tmp_path: Path) -> None:
+    """Old request-log rows are deleted after the retention, and the status totals only the last day."""
+    settings = make_settings(
+        tmp_path, auth="required", request_log_retention_days=30.0, metrics_store_interval=0.2, metrics_interval=0.2
+    )
+    now = dt.datetime.now(dt.UTC)
+    database = Database(settings.database)
+    with database.session() as session:
+        for days in (40, 45, 2):
+            session.add(RequestLog(request_id=f"old-{days}", status=200, created_at=now - dt.timedelta(days=days)))
+    kernel = Kernel(settings).start()
+    try:
+        db = kernel.services["db"]
+
+        def kept() -> set[str]:
+            with db.session() as session:
+                return set(session.scalars(select(RequestLog.request_id)))
+
+        wait_until(lambda: kept() == {"old-2"})
+        key = kernel.services["accounts"].create_key("reader", "read")[1]
+        client = create_app(kernel=kernel).test_client()
+        stats = client.get("/api/v1/system/status", headers=bearer(key)).json["statistics"]
+        assert stats["source"] == "request_log" and stats["window_seconds"] == 86_400
+        assert stats["total_requests"] == 0  # the row of two days ago is outside the window
+    finally:
+        kernel.stop(timeout=5)
+        database.dispose()

@@ -309,6 +309,8 @@ class Monitoring:
             if time.monotonic() - self._last_prune > 3600:
                 self._last_prune = time.monotonic()
                 store.prune(now - dt.timedelta(days=settings.metrics_retention_days))
+                if settings.request_log_retention_days > 0:
+                    store.prune_requests(now - dt.timedelta(days=settings.request_log_retention_days))
         except Exception as exc:  # noqa: BLE001 - the database may be away for a while
             self.store_errors += 1
             log.warning("storing metric samples failed: %s: %s", type(exc).__name__, exc)

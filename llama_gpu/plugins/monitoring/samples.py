@@ -34,6 +34,10 @@ GRANULARITIES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 CANCELLED = 499
 
 
+#: Seconds of the request log that ``/api/v1/system/status`` totals (the last day).
+STATISTICS_WINDOW = 86_400.0
+
+
 class SampleStore:
     """Writes and reads :class:`~llama_gpu.db.MetricSample` rows.
 
@@ -77,12 +81,21 @@ class SampleStore:
             ).all()
         return _bucketed(rows, start, end, step)
 
-    def request_statistics(self) -> dict[str, Any]:
-        """Totals from the request log: requests, successes, errors, cancellations, mean latency, last minute's count.
+    def prune_requests(self, before: dt.datetime) -> int:
+        """Delete request-log rows older than ``before`` (``LLAMA_GPU_REQUEST_LOG_RETENTION_DAYS``); how many."""
+        with self.db.session() as session:
+            result = session.execute(delete(RequestLog).where(RequestLog.created_at < before))
+            return int(result.rowcount or 0)
 
-        A request its client cancelled is not an error: it counts in neither ``successful`` nor ``failed``.
+    def request_statistics(self, window: float = STATISTICS_WINDOW) -> dict[str, Any]:
+        """Totals of the last ``window`` seconds of the request log (requests, outcomes, latency, last minute).
+
+        Only rows in the window are read, through the index on ``created_at``: the cost of a status
+        call does not grow with the log. A request its client cancelled is not an error: it counts
+        in neither ``successful`` nor ``failed``.
         """
-        minute_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        now = dt.datetime.now(dt.UTC)
+        minute_ago, since = now - dt.timedelta(minutes=1), now - dt.timedelta(seconds=window)
         with self.db.session() as session:
             total, ok, cancelled, latency, recent = session.execute(
                 select(
@@ -91,7 +104,7 @@ class SampleStore:
                     func.sum(case((RequestLog.status == CANCELLED, 1), else_=0)),
                     func.avg(RequestLog.latency_ms),
                     func.sum(case((RequestLog.created_at >= minute_ago, 1), else_=0)),
-                )
+                ).where(RequestLog.created_at >= since)
             ).one()
         total, ok, cancelled = int(total or 0), int(ok or 0), int(cancelled or 0)
         failed = total - ok - cancelled
@@ -103,6 +116,7 @@ class SampleStore:
             "error_rate": round(failed / total, 4) if total else 0.0,
             "avg_response_time": round(float(latency) / 1000.0, 4) if latency is not None else None,
             "requests_per_minute": int(recent or 0),
+            "window_seconds": int(window),
         }
 
 
