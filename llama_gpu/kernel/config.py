@@ -102,7 +102,7 @@ class Settings:
     #: Host names the server answers to (Flask's ``TRUSTED_HOSTS``); empty: any ``Host``.
     trusted_hosts: tuple[str, ...] = ()
     #: Sequences one caller (user, key or address) may have running or queued at once, all models together.
-    max_concurrent_sequences: int = 32
+    max_concurrent_sequences: int = 64
     #: Benchmark jobs one caller may have queued or running at once.
     max_benchmark_jobs: int = 2
     #: Longest a benchmark job may run, in seconds (its runs and its API key end then).
