@@ -152,7 +152,8 @@ def test_a_benchmark_never_targets_the_request_host(live: Live) -> None:
         )
         assert key.revoked_at is not None
         assert key.expires_at is not None
-        assert (key.expires_at - key.created_at).total_seconds() <= live.kernel.settings.max_benchmark_seconds + 1
+        # its deadline: the planned run time (30 s) and a minute's grace, well before the server's maximum
+        assert (key.expires_at - key.created_at).total_seconds() <= TINY["max_time_per_run"] + 60 + 1
     stored = live.http("GET", f"/api/v1/benchmarks/{job_id}").json()["benchmark"]
     assert stored["target"] == "self" and "api_key" not in stored["config"]
 

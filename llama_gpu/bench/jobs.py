@@ -58,6 +58,8 @@ ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "cancelled")
 #: Who revokes the jobs' own keys.
 _SYSTEM = Identity(id="benchmarks", kind="system", roles=frozenset({"admin"}), name="benchmarks")
+#: Seconds a job may run past its runs' planned time (the last requests finishing) before it is stopped.
+DEADLINE_GRACE = 60.0
 #: Progress fields that are bookkeeping, not shown to callers.
 PRIVATE_PROGRESS = ("instance", "heartbeat")
 
@@ -239,8 +241,10 @@ class BenchmarkJobs:
         if identity is not None:
             job.key_role = "write" if identity.has("write") else "read"
             job.key_tier = identity.tier
-        if self.kernel is not None:
-            job.max_seconds = float(self.kernel.settings.max_benchmark_seconds)
+        if self.kernel is not None:  # the deadline: its runs' time and a minute to finish, at most the setting
+            runs = len(config.traffic_scenario or [1]) * len(config.num_users)
+            planned = float(config.max_time_per_run) * runs + DEADLINE_GRACE
+            job.max_seconds = min(planned, float(self.kernel.settings.max_benchmark_seconds))
         with self._lock:
             self._queue.append(job)
             if self._beater is None:
