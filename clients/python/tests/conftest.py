@@ -48,6 +48,8 @@ class LiveServer:
             "rate_limits": True,
             "metrics_interval": 0.5,
             "max_loaded_models": 3,
+            # the SDK's tests use several models: any may load on first use (the server's default is default-only)
+            "autoload": "any",
             **overrides,
         }
         self.kernel = Kernel(Settings.create(**values)).start()
