@@ -38,6 +38,7 @@ from ..db.models import ApiKey, BenchmarkRun, utcnow
 from ..kernel.errors import Conflict, NotFound, ServerOverloaded
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
+from ..kernel.private import write_private
 from ..kernel.types import Event, Identity, PluginInfo
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,8 @@ class BenchmarkJobs:
         prompts_file = None
         if prompts:
             assert self.kernel is not None
-            folder = Path(self.kernel.settings.data_dir) / "benchmarks"
-            folder.mkdir(parents=True, exist_ok=True)
-            prompts_file = folder / f"prompts-{uuid.uuid4().hex}.jsonl"
-            prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+            prompts_file = Path(self.kernel.settings.data_dir) / "benchmarks" / f"prompts-{uuid.uuid4().hex}.jsonl"
+            write_private(prompts_file, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
             config = dataclasses.replace(config, dataset_name=str(prompts_file))
         stored = {
             **(extra or {}),

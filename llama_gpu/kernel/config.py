@@ -8,6 +8,7 @@ the variable, so a typo fails at start-up rather than at the first request.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,7 +72,11 @@ class Settings:
     db_auto_upgrade: bool = True
     #: ``required``: every API call needs an API key or a login token; ``off``: open (local use).
     auth: str = "required"
-    #: Secret that signs login tokens (HS256); empty: generated once into ``<data_dir>/jwt-secret``.
+    #: With ``auth=off``, allow ``host`` to be a non-loopback address anyway (anyone who reaches it is an admin).
+    unsafe_open_bind: bool = False
+    #: Host names the server answers to besides loopback ones (``.example.com`` also matches subdomains).
+    trusted_hosts: tuple[str, ...] = ()
+    #: Secret that signs login tokens (HS256, at least 32 bytes); empty: generated once into ``<data_dir>/jwt-secret``.
     jwt_secret: str = ""
     #: Seconds a login token is valid.
     jwt_expires: int = 3600
@@ -117,7 +122,7 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}", details={"unknown": unknown})
-        for key in ("plugins", "disable_plugins"):
+        for key in ("plugins", "disable_plugins", "trusted_hosts"):
             if isinstance(values.get(key), str):
                 values[key] = _split(values[key])
             elif values.get(key) is not None:
@@ -163,6 +168,20 @@ class Settings:
                 )
         if self.auth not in ("required", "off"):
             raise ConfigurationError(f"{ENV_PREFIX}AUTH must be 'required' or 'off', got {self.auth!r}")
+        if self.auth == "off" and not is_loopback(self.host) and not self.unsafe_open_bind:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}AUTH=off makes every caller an admin, so the server listens only on a loopback "
+                f"address (127.0.0.1, ::1, localhost), not {self.host!r}. Turn authentication on, or set "
+                f"{ENV_PREFIX}UNSAFE_OPEN_BIND=1 (serve --unsafe-open-bind) if the network is yours alone.",
+                details={"setting": "host", "value": self.host},
+            )
+        if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}JWT_SECRET is {len(self.jwt_secret.encode())} bytes long; a signing secret needs at "
+                "least 32 random bytes (e.g. the output of `openssl rand -hex 32`), or leave it unset to have one "
+                "generated",
+                details={"setting": "jwt_secret"},
+            )
         if self.jwt_expires <= 0 or self.trusted_proxies < 0:
             raise ConfigurationError(
                 f"{ENV_PREFIX}JWT_EXPIRES must be > 0 and {ENV_PREFIX}TRUSTED_PROXIES >= 0",
@@ -184,6 +203,17 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and checked."""
         return self.create(**{**dataclasses.asdict(self), **changes})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, IPv6 possibly in brackets) is this machine only."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(raw: str) -> tuple[str, ...]:

@@ -2,11 +2,13 @@
 
 Each call is counted against the hourly limit of its endpoint group (``infer``, ``batch``,
 ``stream``, ``models``, ``plugins``, ``system``, ``auth``; any other group counts as
-``system``). An authenticated caller is counted by its identity (kind and id), anyone
-else (no identity, or the anonymous identity of ``LLAMA_GPU_AUTH=off``) by client address,
-with the smaller anonymous limits. Premium identities get 10x the inference limits and 5x
-the management limits. ``LLAMA_GPU_RATE_LIMIT_OVERRIDES`` (``infer=2000/200,batch=50/5``:
-authenticated/anonymous per hour) replaces defaults; it is parsed strictly at start-up.
+``system``). An authenticated caller is counted by its owner (``Identity.owner``: the user
+an API key belongs to, or the root key of its lineage; so minting keys does not multiply
+limits) or else its identity (kind and id); anyone else (no identity, or the anonymous
+identity of ``LLAMA_GPU_AUTH=off``) by client address, with the smaller anonymous limits.
+Premium identities get 10x the inference limits and 5x the management limits.
+``LLAMA_GPU_RATE_LIMIT_OVERRIDES`` (``infer=2000/200,batch=50/5``: authenticated/anonymous
+per hour) replaces defaults; it is parsed strictly at start-up.
 
 **Window: moving window.** A caller never gets more than N calls in any 60 minutes. A
 fixed window would let a caller spend N calls at the end of one window and N more at the
@@ -195,7 +197,8 @@ class RateLimiter:
         group = group if group in self.limits else FALLBACK_GROUP
         if identity is not None and identity.kind == "anonymous":
             identity = None
-        caller = f"ip:{client}" if identity is None else f"{identity.kind}:{identity.id}"
+        # a key counts against its owner's limits (its user, or the root of its lineage): minting keys adds none
+        caller = f"ip:{client}" if identity is None else identity.owner or f"{identity.kind}:{identity.id}"
         item = RateLimitItemPerHour(self.limit_for(group, identity))
         keys = (group, quote(caller, safe=":"))
         limiter = primary if time.monotonic() >= self._fallback_until else self._local()
