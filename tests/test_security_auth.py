@@ -489,4 +489,3 @@ def test_the_builtin_input_limits_fail_closed_and_an_ordinary_filter_does_not(ke
     assert not kernel.fails_closed(kernel.plugins.get("ordinary"))
     with pytest.raises(InvalidInput):  # and the built-in still refuses what is over the limit
         kernel.complete(InferenceRequest(prompt="x" * (kernel.settings.max_input_length + 1)))
-
