@@ -489,3 +489,66 @@ def test_the_builtin_input_limits_fail_closed_and_an_ordinary_filter_does_not(ke
     assert not kernel.fails_closed(kernel.plugins.get("ordinary"))
     with pytest.raises(InvalidInput):  # and the built-in still refuses what is over the limit
         kernel.complete(InferenceRequest(prompt="x" * (kernel.settings.max_input_length + 1)))
+
+
+def test_the_lineage_migration_gives_old_keys_their_owner_and_revokes_below_revoked_ones(
+    tmp_path: Path,
+    database_url: str,  # noqa: F811
+) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from llama_gpu.db.migrate import alembic_config, head_revision, upgrade
+
+    (tmp_path / "db").mkdir(exist_ok=True)  # SQLite's folder (PostgreSQL: a fresh schema)
+    command.upgrade(alembic_config(database_url), "0002")
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with engine.begin() as connection:  # rows as the server before this revision wrote them
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, role, disabled, created_at) VALUES "
+                    "(1, 'old', :h, 'write', false, :now)"
+                ),
+                {"h": _legacy_hash(PASSWORD), "now": now},
+            )
+            rows = [  # id, user_id, parent_key_id, revoked
+                (1, 1, None, None),
+                (2, None, 1, None),
+                (3, None, 2, None),
+                (4, None, None, now),
+                (5, None, 4, None),
+                (6, None, 5, None),
+            ]
+            for key_id, user_id, parent, revoked in rows:
+                connection.execute(
+                    text(
+                        "INSERT INTO api_keys (id, name, prefix, key_hash, role, tier, user_id, parent_key_id, "
+                        "created_at, revoked_at) VALUES (:id, 'k', 'lgk_x', :hash, 'read', 'standard', :user, "
+                        ":parent, :now, :revoked)"
+                    ),
+                    {
+                        "id": key_id,
+                        "hash": f"{key_id:064d}",
+                        "user": user_id,
+                        "parent": parent,
+                        "now": now,
+                        "revoked": revoked,
+                    },
+                )
+        assert upgrade(database_url) == head_revision()
+        with engine.connect() as connection:
+            found = {
+                r.id: (r.owner_user_id, r.revoked_at is not None)
+                for r in connection.execute(text("SELECT id, owner_user_id, revoked_at FROM api_keys"))
+            }
+        command.downgrade(alembic_config(database_url), "0002")  # and back: the lineage itself survives
+        with engine.connect() as connection:
+            parents = {
+                r.id: r.parent_key_id for r in connection.execute(text("SELECT id, parent_key_id FROM api_keys"))
+            }
+        assert parents == {1: None, 2: 1, 3: 2, 4: None, 5: 4, 6: 5}
+    finally:
+        engine.dispose()
+    assert found == {1: (1, False), 2: (1, False), 3: (1, False), 4: (None, True), 5: (None, True), 6: (None, True)}

@@ -14,7 +14,8 @@ Create Date: 2026-12-03 08:10:00
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,13 +29,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade the schema, then give existing keys their owner and revoke below revoked keys."""
-    with op.batch_alter_table("api_keys") as batch:
+    with _parents_kept(), op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("owner_user_id", sa.Integer(), nullable=True))
         batch.create_foreign_key(
             op.f("fk_api_keys_owner_user_id_users"), "users", ["owner_user_id"], ["id"], ondelete="SET NULL"
         )
-        batch.create_index(op.f("ix_api_keys_owner_user_id"), ["owner_user_id"], unique=False)
-        batch.create_index(op.f("ix_api_keys_parent_key_id"), ["parent_key_id"], unique=False)
+    op.create_index(op.f("ix_api_keys_owner_user_id"), "api_keys", ["owner_user_id"], unique=False)
+    op.create_index(op.f("ix_api_keys_parent_key_id"), "api_keys", ["parent_key_id"], unique=False)
     op.create_table(
         "revoked_tokens",
         sa.Column("jti", sa.String(length=64), nullable=False),
@@ -80,8 +81,24 @@ def downgrade() -> None:
     """Downgrade the schema."""
     op.drop_index(op.f("ix_revoked_tokens_expires_at"), table_name="revoked_tokens")
     op.drop_table("revoked_tokens")
-    with op.batch_alter_table("api_keys") as batch:
-        batch.drop_index(op.f("ix_api_keys_parent_key_id"))
-        batch.drop_index(op.f("ix_api_keys_owner_user_id"))
+    op.drop_index(op.f("ix_api_keys_parent_key_id"), table_name="api_keys")
+    op.drop_index(op.f("ix_api_keys_owner_user_id"), table_name="api_keys")
+    with _parents_kept(), op.batch_alter_table("api_keys") as batch:
         batch.drop_constraint(op.f("fk_api_keys_owner_user_id_users"), type_="foreignkey")
         batch.drop_column("owner_user_id")
+
+
+@contextlib.contextmanager
+def _parents_kept() -> Iterator[None]:
+    """Restore ``parent_key_id`` after a batch rebuild of ``api_keys``.
+
+    On SQLite the rebuild drops the old table under ``PRAGMA foreign_keys=ON``: its rows are
+    deleted first, and the self-reference's ``ON DELETE SET NULL`` clears every parent in the copy.
+    """
+    bind = op.get_bind()
+    keys = sa.table("api_keys", sa.column("id", sa.Integer()), sa.column("parent_key_id", sa.Integer()))
+    parents = [(r.id, r.parent_key_id) for r in bind.execute(sa.select(keys.c.id, keys.c.parent_key_id))]
+    yield
+    for key_id, parent in parents:
+        if parent is not None:
+            bind.execute(sa.update(keys).where(keys.c.id == key_id).values(parent_key_id=parent))
