@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..db.models import ApiKey, BenchmarkRun, utcnow
 from ..kernel.errors import Conflict, NotFound, ServerOverloaded
@@ -298,7 +298,8 @@ class BenchmarkJobs:
             return "anonymous"
         if identity.kind == "api_key" and identity.id.isdigit():
             with self.db.session() as session:
-                user_id = session.scalar(select(ApiKey.user_id).where(ApiKey.id == int(identity.id)))
+                owner = func.coalesce(ApiKey.owner_user_id, ApiKey.user_id)  # keys made from a user's keys too
+                user_id = session.scalar(select(owner).where(ApiKey.id == int(identity.id)))
             if user_id is not None:
                 return f"user:{user_id}"
         return f"{identity.kind}:{identity.id}"

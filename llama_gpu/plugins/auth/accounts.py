@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -202,7 +203,7 @@ class Accounts:
         """The user if ``password`` is right (time spent hashing either way); an old-format hash is renewed."""
         with self.db.session() as session:
             user = session.scalar(select(User).where(User.username == username))
-            stored = user.password_hash if user is not None else _DUMMY_HASH
+            stored = user.password_hash if user is not None else _dummy_hash()
             ok = verify_password(password, stored) and user is not None and not user.disabled
             if ok and user is not None:
                 user.last_login_at = utcnow()
@@ -526,4 +527,7 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # SQLite returns naive UTC
 
 
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to spend time on for unknown users (made on first use: hashing takes a third of a second)."""
+    return hash_password(secrets.token_urlsafe(16))
