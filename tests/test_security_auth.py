@@ -202,13 +202,16 @@ def test_data_folder_secret_and_database_are_private(tmp_path: Path) -> None:
         kernel.services["accounts"].create_user("admin", PASSWORD, "admin")
         login = client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
         assert login.status_code == 200
+        wal = [p.name for p in data.iterdir() if p.name.endswith("-wal")]
+        assert wal == ["llama-gpu.db-wal"], "checked while the database is open"
+        assert stat.S_IMODE((data / wal[0]).stat().st_mode) == 0o600
     finally:
         kernel.stop(timeout=2)
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     secret = data / "jwt-secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_bytes().strip()) >= 32
-    database = data / "llama-gpu.db"
-    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    database = [p for p in data.iterdir() if p.name.startswith("llama-gpu.db")]  # with its -wal and -shm
+    assert database and {p.name: stat.S_IMODE(p.stat().st_mode) for p in database} == {p.name: 0o600 for p in database}
     assert [p.name for p in data.iterdir() if p.name.endswith(".tmp")] == [], "no temporary file is left"
 
 
