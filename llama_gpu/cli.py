@@ -23,6 +23,7 @@ from .convert.cli import convert
 from .kernel.config import ENV_PREFIX, Settings
 from .kernel.errors import LlamaGPUError
 from .kernel.kernel import Kernel
+from .kernel.private import private_dir
 
 
 def _kernel(**overrides: Any) -> Kernel:
@@ -83,6 +84,12 @@ def main() -> None:
     help="Seconds a request may wait [60].",
 )
 @click.option(
+    "--unsafe-open-bind",
+    is_flag=True,
+    default=None,
+    help="With LLAMA_GPU_AUTH=off, listen on a non-loopback --host anyway (every caller is an admin).",
+)
+@click.option(
     "--production",
     is_flag=True,
     help="Serve under gunicorn with docker/gunicorn.conf.py (one gthread worker) instead of Werkzeug.",
@@ -101,6 +108,7 @@ def serve(
     parallel: int | None,
     max_queue: int | None,
     queue_timeout: float | None,
+    unsafe_open_bind: bool | None,
     production: bool,
     gunicorn_config: str | None,
 ) -> None:
@@ -114,6 +122,7 @@ def serve(
         parallel=parallel,
         max_queue=max_queue,
         queue_timeout=queue_timeout,
+        unsafe_open_bind=unsafe_open_bind or None,
     )
     argv = _gunicorn_argv(settings, gunicorn_config) if production else None  # checked before any change
     _bootstrap(settings)
@@ -131,7 +140,7 @@ def serve(
 
 def _bootstrap(settings: Settings) -> bool:
     """The first start: create the admin user and key, print them once; whether it did."""
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     if settings.auth != "required":
         return False
     from .plugins.auth.keys import bootstrap_admin

@@ -386,9 +386,12 @@ def test_dashboard_end_to_end_in_chromium(chromium: str, live_server: LiveServer
         assert not live_server.kernel.registry.describe(CHAT_MODEL)["loaded"]
 
         # ---------------------------------------------------------------- logout
+        token = page.evaluate("sessionStorage.getItem('llama_gpu.token')")
+        assert live_server.api("GET", "/v1/auth/user", token).status_code == 200
         page.get_by_test_id("logout").click()
         expect(page.get_by_test_id("login-view")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('llama_gpu.token')") is None
+        assert live_server.api("GET", "/v1/auth/user", token).status_code == 401, "logout revoked the token"
         page.reload()
         expect(page.get_by_test_id("login-view")).to_be_visible()
 

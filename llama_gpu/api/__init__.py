@@ -16,6 +16,7 @@ from ..kernel.kernel import Kernel, KernelState
 from .context import EXTENSION, assign_request_id, get_kernel
 from .errors import register_error_handlers
 from .jsonlimits import LimitedJSONProvider
+from .local_only import LocalOnly
 
 API_VERSION = "1.0"
 
@@ -78,6 +79,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
             response.headers["X-RateLimit-Remaining"] = str(limit.remaining)
             response.headers["X-RateLimit-Reset"] = str(math.ceil(limit.reset))
         return response
+
+    if kernel.settings.auth == "off":  # every caller is an admin: only this machine's pages may call
+        app.wsgi_app = LocalOnly(app.wsgi_app, kernel.settings.trusted_hosts)  # type: ignore[method-assign]
 
     hops = kernel.settings.trusted_proxies
     if hops > 0:  # the client address comes from X-Forwarded-For, as far as the trusted proxies vouch for it

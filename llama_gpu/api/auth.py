@@ -1,10 +1,11 @@
-"""Logins and API keys: ``/api/v1/auth/login``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+"""Logins and API keys: ``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
 
 Thin: the logic is the ``api_keys`` plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
 (``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
-and lists and revokes only the keys it created (an admin: any). Failed logins are
-throttled per user name and per client address. No response carries a hash; a key's
-secret appears once, in the response that creates it.
+and lists and revokes only the keys of its lineage: a user those it owns (its own and those
+made from them), a key those made from it (an admin: any). Revoking a key revokes the keys
+made from it. Failed logins are throttled per user name and per client address. No
+response carries a hash; a key's secret appears once, in the response that creates it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kernel.errors import AuthenticationFailed, PermissionDenied, RateLimitExceeded, ServiceUnavailable
+from ..kernel.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermissionDenied,
+    RateLimitExceeded,
+    ServiceUnavailable,
+)
 from ..kernel.types import Identity
 from ..plugins.auth.accounts import parse_duration, roles_of, top_role
-from .context import enforce_rate_limit, get_kernel, json_body, page_query, require
+from .context import credentials, enforce_rate_limit, get_kernel, json_body, page_query, require
 from .schemas import KeyCreateSchema, LoginSchema
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -58,6 +65,21 @@ def login() -> Response:
             "user": {"id": user.id, "username": user.username, "role": user.role, "permissions": permissions},
         }
     )
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """Revoke the login token this call carries (server-side: it is refused from now on)."""
+    identity = _caller()
+    token = credentials().bearer_token
+    if identity.kind != "user" or not token:
+        raise InvalidInput(
+            "logout revokes the login token the call is made with; revoke an API key with DELETE "
+            "/api/v1/auth/keys/{id}",
+            details={"kind": identity.kind},
+        )
+    _accounts().revoke_token(token, remote=request.remote_addr)
+    return jsonify({"success": True, "message": "logged out: this token is revoked"})
 
 
 @openai_bp.post("/keys")

@@ -38,6 +38,7 @@ OPERATIONS: dict[str, tuple[str, type[Schema] | None, dict[str, Any], bool]] = {
         _obj("success", "token", "expires_in", "user"),
         False,
     ),
+    "auth.logout": ("Log out: revoke the login token of this call", None, _obj("success", "message"), False),
     "auth_v1.create_key": (
         "Create an API key (shown once) with at most the caller's permissions",
         native.KeyCreateSchema,

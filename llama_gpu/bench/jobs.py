@@ -36,13 +36,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import defer
 
 from ..db.models import ApiKey, BenchmarkRun, summary_of, utcnow
 from ..kernel.errors import Conflict, NotFound, RateLimitExceeded, ServerOverloaded
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
+from ..kernel.private import write_private
 from ..kernel.types import Event, Identity, PluginInfo
 
 log = logging.getLogger(__name__)
@@ -207,10 +208,8 @@ class BenchmarkJobs:
         prompts_file = None
         if prompts:
             assert self.kernel is not None
-            folder = Path(self.kernel.settings.data_dir) / "benchmarks"
-            folder.mkdir(parents=True, exist_ok=True)
-            prompts_file = folder / f"prompts-{uuid.uuid4().hex}.jsonl"
-            prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+            prompts_file = Path(self.kernel.settings.data_dir) / "benchmarks" / f"prompts-{uuid.uuid4().hex}.jsonl"
+            write_private(prompts_file, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
             config = dataclasses.replace(config, dataset_name=str(prompts_file))
         parent_key_id = int(identity.id) if identity is not None and identity.kind == "api_key" else None
         stored = {
@@ -560,7 +559,8 @@ def owner_of(db: Any, identity: Identity | None) -> str:
         return "anonymous"
     if identity.kind == "api_key" and identity.id.isdigit() and db is not None:
         with db.session() as session:
-            user_id = session.scalar(select(ApiKey.user_id).where(ApiKey.id == int(identity.id)))
+            owner = func.coalesce(ApiKey.owner_user_id, ApiKey.user_id)  # keys made from a user's keys too
+            user_id = session.scalar(select(owner).where(ApiKey.id == int(identity.id)))
         if user_id is not None:
             return f"user:{user_id}"
     return f"{identity.kind}:{identity.id}"

@@ -1,6 +1,17 @@
 """Persistence: SQLAlchemy models, the database handle, and Alembic migrations (``llama_gpu/migrations``)."""
 
-from .models import ApiKey, AuditEvent, Base, BenchmarkRun, MetricSample, ModelConfig, PluginState, RequestLog, User
+from .models import (
+    ApiKey,
+    AuditEvent,
+    Base,
+    BenchmarkRun,
+    MetricSample,
+    ModelConfig,
+    PluginState,
+    RequestLog,
+    RevokedToken,
+    User,
+)
 from .session import Database
 
 __all__ = [
@@ -13,5 +24,6 @@ __all__ = [
     "ModelConfig",
     "PluginState",
     "RequestLog",
+    "RevokedToken",
     "User",
 ]

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..kernel.errors import ConfigurationError
+from ..kernel.private import touch_private
 
 #: Where the migration scripts live (a package, so that a wheel ships them).
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent.parent / "migrations")
@@ -119,7 +120,7 @@ def _connect(engine: Engine) -> Connection:
     """A connection; an unreachable database is a ConfigurationError naming it (password hidden)."""
     path = engine.url.database if engine.dialect.name == "sqlite" else None
     if path and path != ":memory:" and not path.startswith("file:"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # the data folder, on the first start
+        touch_private(path)  # 0600, and its folder 0700 when this creates it (the data folder, on the first start)
     try:
         return engine.connect()
     except SQLAlchemyError as exc:

@@ -8,6 +8,7 @@ the variable, so a typo fails at start-up rather than at the first request.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,7 +74,12 @@ class Settings:
     db_auto_upgrade: bool = True
     #: ``required``: every API call needs an API key or a login token; ``off``: open (local use).
     auth: str = "required"
-    #: Secret that signs login tokens (HS256); empty: generated once into ``<data_dir>/jwt-secret``.
+    #: With ``auth=off``, allow ``host`` to be a non-loopback address anyway (anyone who reaches it is an admin).
+    unsafe_open_bind: bool = False
+    #: Host names the server answers to (Flask's ``TRUSTED_HOSTS``; ``.example.com`` also matches
+    #: subdomains); empty: any ``Host``, except with ``auth=off``, where only loopback names and these are.
+    trusted_hosts: tuple[str, ...] = ()
+    #: Secret that signs login tokens (HS256, at least 32 bytes); empty: generated once into ``<data_dir>/jwt-secret``.
     jwt_secret: str = ""
     #: Seconds a login token is valid.
     jwt_expires: int = 3600
@@ -99,8 +105,6 @@ class Settings:
     event_queue_size: int = 1000
     #: Python logging level.
     log_level: str = "INFO"
-    #: Host names the server answers to (Flask's ``TRUSTED_HOSTS``); empty: any ``Host``.
-    trusted_hosts: tuple[str, ...] = ()
     #: Sequences one caller (user, key or address) may have running or queued at once, all models together.
     max_concurrent_sequences: int = 64
     #: Benchmark jobs one caller may have queued or running at once.
@@ -131,11 +135,7 @@ class Settings:
             raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}", details={"unknown": unknown})
         if "autoload" in values:
             values["autoload"] = _autoload(values["autoload"])
-        if isinstance(values.get("trusted_hosts"), str):
-            values["trusted_hosts"] = _split(values["trusted_hosts"])
-        elif values.get("trusted_hosts") is not None:
-            values["trusted_hosts"] = tuple(values["trusted_hosts"])
-        for key in ("plugins", "disable_plugins"):
+        for key in ("plugins", "disable_plugins", "trusted_hosts"):
             if isinstance(values.get(key), str):
                 values[key] = _split(values[key])
             elif values.get(key) is not None:
@@ -196,6 +196,20 @@ class Settings:
             )
         if self.auth not in ("required", "off"):
             raise ConfigurationError(f"{ENV_PREFIX}AUTH must be 'required' or 'off', got {self.auth!r}")
+        if self.auth == "off" and not is_loopback(self.host) and not self.unsafe_open_bind:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}AUTH=off makes every caller an admin, so the server listens only on a loopback "
+                f"address (127.0.0.1, ::1, localhost), not {self.host!r}. Turn authentication on, or set "
+                f"{ENV_PREFIX}UNSAFE_OPEN_BIND=1 (serve --unsafe-open-bind) if the network is yours alone.",
+                details={"setting": "host", "value": self.host},
+            )
+        if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}JWT_SECRET is {len(self.jwt_secret.encode())} bytes long; a signing secret needs at "
+                "least 32 random bytes (e.g. the output of `openssl rand -hex 32`), or leave it unset to have one "
+                "generated",
+                details={"setting": "jwt_secret"},
+            )
         if self.jwt_expires <= 0 or self.trusted_proxies < 0:
             raise ConfigurationError(
                 f"{ENV_PREFIX}JWT_EXPIRES must be > 0 and {ENV_PREFIX}TRUSTED_PROXIES >= 0",
@@ -244,6 +258,17 @@ def _autoload(value: Any) -> Any:
         lowered = value.strip().lower()
         return _AUTOLOAD_ALIASES.get(lowered, lowered)
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, IPv6 possibly in brackets) is this machine only."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(raw: str) -> tuple[str, ...]:

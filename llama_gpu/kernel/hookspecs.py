@@ -245,7 +245,8 @@ def authenticate(credentials: Credentials, kernel: Kernel) -> Identity | None:
     Aggregation: firstresult. Return an :class:`~llama_gpu.Identity` for credentials the
     plugin recognises, ``None`` to let the next plugin decide, or raise
     :class:`~llama_gpu.errors.AuthenticationFailed` for credentials it knows to be bad.
-    Nobody answering means the call is unauthenticated.
+    Nobody answering means the call is unauthenticated. Fails closed: any other exception
+    refuses the call (``PLUGIN_FAILED``), and the plugin is never disabled for it.
 
     :param credentials: What the caller presented.
     :param kernel: The kernel serving the call.
@@ -258,7 +259,8 @@ def check_permission(identity: Identity | None, permission: str, resource: str |
     """Decide whether ``identity`` may do ``permission`` (``read``, ``write``, ``admin``).
 
     Aggregation: firstresult. Return ``True`` to allow, ``False`` to deny, ``None`` to
-    let the next plugin decide. Nobody answering denies.
+    let the next plugin decide. Nobody answering denies. Fails closed: an exception refuses
+    the call, and the plugin is never disabled for it.
 
     :param identity: The caller, ``None`` when unauthenticated.
     :param permission: The permission asked for.
@@ -274,7 +276,8 @@ def rate_limit(identity: Identity | None, group: str, client: str, kernel: Kerne
     Aggregation: firstresult. Return the caller's :class:`~llama_gpu.kernel.types.RateLimitStatus`
     after counting this call (``allowed=False`` when it is over the limit: the call is
     answered 429 ``RATE_LIMIT_EXCEEDED`` with ``Retry-After``), or ``None`` when the plugin
-    does not limit this call. Nobody answering means no limit.
+    does not limit this call. Nobody answering means no limit. Fails closed: an exception
+    refuses the call, and the plugin is never disabled for it.
 
     :param identity: The caller, ``None`` when unauthenticated.
     :param group: The endpoint group (``infer``, ``stream``, ``batch``, ``models``, ``plugins``, ``system``…).

@@ -235,8 +235,8 @@ class SequenceQuota:
 
     @staticmethod
     def key(identity: Identity | None) -> str | None:
-        """Whose sequences these are (``None``: the kernel's own, not counted)."""
-        return None if identity is None else f"{identity.kind}:{identity.id}"
+        """Whose sequences these are: the identity's owner, so child keys share it (``None``: the kernel's own)."""
+        return None if identity is None else identity.owner or f"{identity.kind}:{identity.id}"
 
     def reserve(self, identity: Identity | None) -> None:
         """Hold one sequence for ``identity``; RATE_LIMIT_EXCEEDED (429) when it holds the most allowed."""

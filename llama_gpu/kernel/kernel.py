@@ -62,6 +62,10 @@ class KernelState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+#: Access hooks: a plugin implementing one is never disabled after failures (disabling it would
+#: open what it guards); each failure refuses the request it was deciding.
+FAIL_CLOSED_HOOKS: frozenset[str] = frozenset({"authenticate", "check_permission", "rate_limit"})
+
 #: Collector hooks, called in this order when a plugin is activated.
 COLLECTORS: tuple[str, ...] = (
     "register_event_types",
@@ -408,8 +412,14 @@ class Kernel:
             return [r.describe(self.plugins.hooks_of(r)) for r in self.plugins.iter_records()]
 
     # ---------------------------------------------------------------- error boundaries
+    def fails_closed(self, record: PluginRecord) -> bool:
+        """Whether ``record`` guards access (an access hook, or ``PluginInfo.fail_closed``): never auto-disabled."""
+        if record.info is not None and record.info.fail_closed:
+            return True
+        return not FAIL_CLOSED_HOOKS.isdisjoint(self.plugins.hooks_of(record))
+
     def plugin_failed(self, record: PluginRecord, hook: str, exc: BaseException) -> None:
-        """Report a plugin failure; disable the plugin after repeated ones."""
+        """Report a plugin failure; disable the plugin after repeated ones (never a fail-closed one)."""
         record.failures += 1
         record.total_failures += 1
         record.last_error = f"{hook}: {type(exc).__name__}: {exc}"
@@ -423,7 +433,12 @@ class Kernel:
                 "failures": record.failures,
             },
         )
-        if record.failures >= self.settings.plugin_failure_threshold and not record.essential and record.loaded:
+        if (
+            record.failures >= self.settings.plugin_failure_threshold
+            and not record.essential
+            and record.loaded
+            and not self.fails_closed(record)
+        ):
             with self.plugins.lock:
                 self._deactivate(record)
                 record.status = STATUS_DISABLED

@@ -122,6 +122,9 @@ class Identity:
     name: str | None = None
     #: Rate-limit tier: ``standard`` or ``premium``.
     tier: str = "standard"
+    #: Whose rate limits this identity counts against (``user:3``, or ``api_key:7`` for the root
+    #: key of a lineage with no user); ``None``: its own (``<kind>:<id>``).
+    owner: str | None = None
 
     def has(self, role: str) -> bool:
         """Whether the identity holds ``role`` (``admin`` implies every role)."""
@@ -174,3 +177,7 @@ class PluginInfo:
     priority: int = 50
     #: The plugin's settings before an operator changes them.
     default_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: A security plugin (an input-limit filter, say): its failures refuse the request and it is
+    #: never disabled after repeated ones. Plugins with an access hook (``authenticate``,
+    #: ``check_permission``, ``rate_limit``) are treated so whatever they declare.
+    fail_closed: bool = False

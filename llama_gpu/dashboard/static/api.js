@@ -83,4 +83,10 @@
     LG.session.save(data.token, data.user);
     return data;
   };
+
+  /** Revoke the login token on the server (best effort: the tab forgets it either way). */
+  LG.logout = async function () {
+    if (!LG.session.token) return;
+    try { await LG.api("POST", "/api/v1/auth/logout"); } catch (_) { /* expired or unreachable: nothing to revoke */ }
+  };
 })(window.LG);

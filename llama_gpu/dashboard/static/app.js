@@ -93,7 +93,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     LG.$("login-form").addEventListener("submit", submitLogin);
-    LG.$("logout-btn").addEventListener("click", () => leaveApp());
+    LG.$("logout-btn").addEventListener("click", async () => { await LG.logout(); leaveApp(); });
     document.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && !LG.$("modal").hidden) LG.$("modal-cancel").click();
     });

@@ -47,8 +47,9 @@ class ApiKeyAuth:
 
     @hookimpl
     def startup(self, kernel: Kernel) -> None:
-        """Share the accounts (the database is opened on first use)."""
+        """Check the signing secret and share the accounts (the database is opened on first use)."""
         self.accounts = accounts_for(kernel)
+        self.accounts.check_secret()  # an empty or short secret fails the start, not the first login
         kernel.services["accounts"] = self.accounts
 
     @hookimpl
@@ -70,7 +71,7 @@ class ApiKeyAuth:
         try:
             if credentials.api_key is None and presented.count(".") == 2:
                 return accounts.identity_of_token(presented)
-            return accounts.identity_of_key(accounts.find_key(presented))
+            return accounts.authenticate_key(presented)
         except AuthenticationFailed:
             if kernel.settings.auth == "off":
                 return None
@@ -102,6 +103,22 @@ def create_user(username: str, password: str, role: str) -> None:
     """Create a user."""
     user = _accounts().create_user(username, password, role, actor="cli")
     click.echo(f"created user {user.username} (id {user.id}, role {user.role})")
+
+
+@users.command("disable")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Disable a user: their login tokens and every key they own are refused at once."""
+    _accounts().set_user_disabled(username, True, actor="cli")
+    click.echo(f"disabled user {username}")
+
+
+@users.command("enable")
+@click.argument("username")
+def enable_user(username: str) -> None:
+    """Enable a disabled user again."""
+    _accounts().set_user_disabled(username, False, actor="cli")
+    click.echo(f"enabled user {username}")
 
 
 @click.group()

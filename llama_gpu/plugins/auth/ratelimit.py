@@ -4,9 +4,11 @@ Each call is counted against the hourly limit of its endpoint group (``infer``, 
 ``stream``, ``models``, ``plugins``, ``system``, ``auth``; any other group counts as
 ``system``), as many times as it asks for sequences: a completion of 8 prompts with
 ``best_of`` 2 counts 16 (at most the limit itself). An authenticated caller is counted by
-its identity (kind and id), anyone else (no identity, or the anonymous identity of
-``LLAMA_GPU_AUTH=off``) by client address, with the smaller anonymous limits. Premium
-identities get 10x the inference limits and 5x the management limits.
+its owner (``Identity.owner``: the user an API key belongs to, or the root key of its
+lineage; so minting keys does not multiply limits) or else its identity (kind and id);
+anyone else (no identity, or the anonymous identity of ``LLAMA_GPU_AUTH=off``) by client
+address, with the smaller anonymous limits. Premium identities get 10x the inference
+limits and 5x the management limits.
 ``LLAMA_GPU_RATE_LIMIT_OVERRIDES`` (``infer=2000/200,batch=50/5``: authenticated/anonymous
 per hour) replaces defaults; it is parsed strictly at start-up.
 
@@ -199,7 +201,8 @@ class RateLimiter:
         group = group if group in self.limits else FALLBACK_GROUP
         if identity is not None and identity.kind == "anonymous":
             identity = None
-        caller = f"ip:{client}" if identity is None else f"{identity.kind}:{identity.id}"
+        # a key counts against its owner's limits (its user, or the root of its lineage): minting keys adds none
+        caller = f"ip:{client}" if identity is None else identity.owner or f"{identity.kind}:{identity.id}"
         item = RateLimitItemPerHour(self.limit_for(group, identity))
         keys = (group, quote(caller, safe=":"))
         limiter = primary if time.monotonic() >= self._fallback_until else self._local()

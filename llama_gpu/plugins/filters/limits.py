@@ -19,6 +19,7 @@ class LimitsFilter:
         category="preprocessing",
         description="Refuses prompts longer than max_input_length and max_tokens above max_tokens_limit.",
         priority=0,
+        fail_closed=True,
     )
 
     def __init__(self) -> None:
