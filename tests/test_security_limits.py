@@ -160,14 +160,18 @@ def test_a_benchmark_never_targets_the_request_host(live: Live) -> None:
 
 def test_trusted_hosts_refuse_other_host_headers(tmp_path: Path) -> None:
     """Attack: a request with a foreign ``Host`` (DNS rebinding) when ``LLAMA_GPU_TRUSTED_HOSTS`` is set."""
-    settings = Settings.from_env({"LLAMA_GPU_TRUSTED_HOSTS": "127.0.0.1, localhost"}, **_test_values(tmp_path))
-    assert settings.trusted_hosts == ("127.0.0.1", "localhost")
+    values = {**_test_values(tmp_path), "auth": "required"}  # with auth off the same Host gets 403 (auth tests)
+    settings = Settings.from_env({"LLAMA_GPU_TRUSTED_HOSTS": "llm.example.com, .internal"}, **values)
+    assert settings.trusted_hosts == ("llm.example.com", ".internal")
     kernel = Kernel(settings).start()
     try:
         client = create_app(kernel=kernel).test_client()
-        assert client.get("/health", headers={"Host": "evil.example"}).status_code == 400
-        assert client.get("/health", headers={"Host": "localhost:5000"}).status_code == 200
-        assert client.get("/health", headers={"Host": "127.0.0.1"}).status_code == 200
+        for host in ("evil.example", "llm.example.com.evil.example", "internal.evil"):
+            refused = client.get("/health", headers={"Host": host})
+            assert refused.status_code == 400, host
+            assert refused.json["error"]["code"] == "INVALID_INPUT"
+        for host in ("llm.example.com", "gpu.internal:8080", "localhost:5000", "127.0.0.1", "[::1]:5000"):
+            assert client.get("/health", headers={"Host": host}).status_code == 200, host
     finally:
         kernel.stop(timeout=5)
 

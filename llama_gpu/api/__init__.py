@@ -40,8 +40,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app = Flask(__name__)
     app.json = LimitedJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = kernel.settings.max_body_size
-    if kernel.settings.trusted_hosts:  # other Host headers get 400 (DNS rebinding, poisoned absolute URLs)
-        app.config["TRUSTED_HOSTS"] = list(kernel.settings.trusted_hosts)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
 
@@ -80,8 +78,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
             response.headers["X-RateLimit-Reset"] = str(math.ceil(limit.reset))
         return response
 
-    if kernel.settings.auth == "off":  # every caller is an admin: only this machine's pages may call
-        app.wsgi_app = LocalOnly(app.wsgi_app, kernel.settings.trusted_hosts)  # type: ignore[method-assign]
+    open_server = kernel.settings.auth == "off"
+    if open_server or kernel.settings.trusted_hosts:
+        # auth off: every caller is an admin, so only this machine's pages may call; with trusted
+        # hosts, other Host headers get 400 (DNS rebinding, poisoned absolute URLs)
+        guard = LocalOnly(app.wsgi_app, kernel.settings.trusted_hosts, open_server)
+        app.wsgi_app = guard  # type: ignore[method-assign]
 
     hops = kernel.settings.trusted_proxies
     if hops > 0:  # the client address comes from X-Forwarded-For, as far as the trusted proxies vouch for it

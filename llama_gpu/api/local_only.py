@@ -13,19 +13,23 @@ not be able to reach the server through the browser:
   server's own origin (same host and port) or a trusted host. Clients that send no
   ``Origin`` (curl, SDKs) are not browsers and pass.
 
-Refusals are 403 ``PERMISSION_DENIED`` in the usual envelope. It is a WSGI middleware
-(inside ProxyFix, outside Socket.IO) so that the Socket.IO transport is covered too.
+Refusals are 403 ``PERMISSION_DENIED`` in the usual envelope. With authentication on and
+``LLAMA_GPU_TRUSTED_HOSTS`` set, the same middleware checks ``Host`` alone (loopback names
+or the trusted ones), answering 400 ``INVALID_INPUT`` as Flask's ``TRUSTED_HOSTS`` would,
+but for IPv6 loopback and the Socket.IO transport too. It is a WSGI middleware (inside
+ProxyFix, outside Socket.IO) so that the Socket.IO transport is covered too.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..kernel.config import ENV_PREFIX, is_loopback
-from ..kernel.errors import PermissionDenied
+from ..kernel.errors import InvalidInput, LlamaGPUError, PermissionDenied
 from ..kernel.types import utc_iso
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -53,9 +57,20 @@ def host_allowed(netloc: str, trusted: tuple[str, ...]) -> bool:
     return bool(name) and (is_loopback(name or "") or trusted_name(netloc, trusted))
 
 
-def refusal(environ: dict[str, Any], trusted: tuple[str, ...]) -> PermissionDenied | None:
-    """Why this request may not reach an open server, or ``None``."""
+def refusal(environ: dict[str, Any], trusted: tuple[str, ...], open_server: bool = True) -> LlamaGPUError | None:
+    """Why this request may not reach the server, or ``None``.
+
+    ``open_server`` (``auth=off``): refuse foreign hosts and origins with 403; else refuse
+    only a ``Host`` that is neither loopback nor trusted, with 400.
+    """
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    if not open_server:
+        if host_allowed(host, trusted):
+            return None
+        return InvalidInput(
+            f"Host {host[:100]!r} is not one of {ENV_PREFIX}TRUSTED_HOSTS (or a loopback name)",
+            details={"host": host[:100], "reason": "host_not_allowed"},
+        )
     if not host_allowed(host, trusted):
         return PermissionDenied(
             f"with {ENV_PREFIX}AUTH=off this server answers only to loopback host names "
@@ -80,13 +95,16 @@ def refusal(environ: dict[str, Any], trusted: tuple[str, ...]) -> PermissionDeni
 class LocalOnly:
     """WSGI middleware: refuse what :func:`refusal` refuses, pass the rest to ``app``."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], trusted_hosts: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], trusted_hosts: tuple[str, ...], open_server: bool = True
+    ) -> None:
         self.app = app
         self.trusted = tuple(trusted_hosts)
+        self.open_server = open_server
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """Answer 403 for a refused request, else call the app."""
-        error = refusal(environ, self.trusted)
+        """Answer a refused request with its error (403 or 400), else call the app."""
+        error = refusal(environ, self.trusted, self.open_server)
         if error is None:
             return self.app(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/v1/"):
@@ -96,5 +114,8 @@ class LocalOnly:
         else:
             body = {"success": False, "error": error.to_dict(), "request_id": None, "timestamp": utc_iso()}
         data = json.dumps(body).encode()
-        start_response("403 FORBIDDEN", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        start_response(
+            f"{error.status} {HTTPStatus(error.status).phrase.upper()}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
         return [data]
