@@ -110,6 +110,9 @@ def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], Non
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(on_close)
+    lease = g.get("stream_lease")
+    if lease is not None:  # the stream slot taken when the request was admitted
+        response.call_on_close(lease.release)
     return response
 
 

@@ -142,6 +142,9 @@ def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Resp
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(on_close)
+    lease = g.get("stream_lease")
+    if lease is not None:  # the stream slot taken when the request was admitted
+        response.call_on_close(lease.release)
     return response
 
 
