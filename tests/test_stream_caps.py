@@ -191,6 +191,20 @@ def test_100_idle_sockets_of_one_key_leave_the_server_answering(server: Server) 
     while (response := server.stream(server.keys["a"])).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert response.status_code == 200, response.text
+    for _ in range(PER_IDENTITY + 2):  # finished streams give their slot back: never 429 one after another
+        assert server.stream(server.keys["b"]).status_code == 200
+
+
+def test_stream_settings_are_checked() -> None:
+    from llama_gpu.kernel.config import Settings
+    from llama_gpu.kernel.errors import ConfigurationError
+
+    for name in ("max_streams_per_identity", "max_streams_per_address", "max_streams", "socket_connects_per_minute"):
+        with pytest.raises(ConfigurationError, match=name.upper()):
+            Settings.from_env({f"LLAMA_GPU_{name.upper()}": "-1"})
+    with pytest.raises(ConfigurationError, match="SOCKET_RECHECK_INTERVAL"):
+        Settings.from_env({"LLAMA_GPU_SOCKET_RECHECK_INTERVAL": "0"})
+    assert Settings.from_env({"LLAMA_GPU_MAX_STREAMS": "0"}).max_streams == 0  # 0: no cap
 
 
 def test_100_idle_unauthenticated_websockets_from_one_address_are_capped(server: Server) -> None:
