@@ -105,8 +105,9 @@ class SocketIOBridge:
         payload = payload_of(event)
         if channel in OWNER_CHANNELS:
             owner = event.data.get("caller")
-            rooms = [owner_room(channel, "*")] + ([owner_room(channel, str(owner))] if owner else [])
-            server.emit(event.type, payload, to=rooms)
+            # one emit per room (a connection is in one of them only: its owner's, or the admins')
+            for room in [owner_room(channel, "*")] + ([owner_room(channel, str(owner))] if owner else []):
+                server.emit(event.type, payload, to=room)
         else:
             server.emit(event.type, payload, to=channel)
         self.emitted += 1
