@@ -228,3 +228,48 @@ def test_100_idle_unauthenticated_websockets_from_one_address_are_capped(server:
     finally:
         for ws in opened:
             ws.close()
+
+
+def test_open_sse_streams_hold_their_slot_until_they_end(tmp_path: Path) -> None:
+    """Werkzeug, a slow echo model: a key's third open SSE stream is refused (native and /v1), others stream."""
+    from .test_socketio import Live
+
+    live = Live(tmp_path, max_streams_per_identity=2, rate_limits=False)
+    live.kernel.configure_plugin("echo", {"settings": {"token_delay": 0.2}})
+    slow = {"text": " ".join(["w"] * 200), "model": "echo", "max_tokens": 200}
+    opened: list[requests.Response] = []
+    readers: list[Iterator[Any]] = []  # kept: a dropped line iterator closes its connection (and the stream)
+
+    def post(path: str, key: str, body: dict[str, Any]) -> requests.Response:
+        headers = {"Authorization": f"Bearer {live.keys[key]}"}
+        return requests.post(live.url + path, json=body, headers=headers, stream=True, timeout=60)
+
+    try:
+        for _ in range(2):
+            response = post("/api/v1/stream_infer", "write", slow)
+            assert response.status_code == 200
+            readers.append(response.iter_lines())
+            assert next(readers[-1]).startswith(b"data: ")  # streaming: the first token has arrived
+            opened.append(response)
+        refused = post("/api/v1/stream_infer", "write", slow)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        error = refused.json()["error"]
+        assert error["code"] == "RATE_LIMIT_EXCEEDED" and error["details"]["scope"] == "identity"
+        assert error["details"]["limit"] == 2
+        chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        refused_v1 = post("/v1/chat/completions", "write", chat)
+        assert refused_v1.status_code == 429 and refused_v1.json()["error"]["code"] == "rate_limit_exceeded"
+        # another key of the same user streams, and the refused key's non-stream calls are answered
+        other = post("/api/v1/stream_infer", "admin", {**slow, "max_tokens": 3})
+        assert other.status_code == 200 and '"is_complete": true' in other.text
+        assert live.http("GET", "/api/v1/models", live.keys["write"]).status_code == 200
+        opened.pop().close()  # one stream ends: its slot comes back
+        deadline = time.monotonic() + 60
+        while (again := post("/api/v1/stream_infer", "write", {**slow, "max_tokens": 3})).status_code == 429:
+            assert time.monotonic() < deadline, "the closed stream's slot never came back"
+            time.sleep(0.2)
+        assert again.status_code == 200 and '"is_complete": true' in again.text
+    finally:
+        for response in opened:
+            response.close()
+        live.close()
