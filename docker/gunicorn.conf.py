@@ -52,7 +52,10 @@ backlog = 2048
 # ---------------------------------------------------------------- workers (see the docstring)
 workers = 1
 worker_class = "gthread"
-threads = 64
+# Every SSE stream and Socket.IO request holds a thread: the app caps them at LLAMA_GPU_MAX_STREAMS
+# (default 48, per identity and per address less), and 16 threads more stay free for short requests
+# (/health, /ready, other callers), so that idle streams cannot starve them.
+threads = (_settings.max_streams or 48) + 16
 # Clients at once, idle keep-alive connections included (each active one takes a thread).
 worker_connections = 1000
 # Never in the master: the kernel's threads must be started in the process that serves.
@@ -93,6 +96,23 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def client_address(environ: dict[str, Any], hops: int | None = None) -> str | None:
+    """The client's address as the app sees it: as werkzeug's ProxyFix, ``LLAMA_GPU_TRUSTED_PROXIES`` hops.
+
+    Each trusted proxy appends the address it saw to X-Forwarded-For, so the client is the
+    ``hops``-th entry from the END; entries before it are whatever the client sent (its first
+    entry is forgeable). Without trusted proxies, or with fewer entries: the peer address.
+    """
+    hops = _settings.trusted_proxies if hops is None else hops
+    orig = environ.get("werkzeug.proxy_fix.orig") or {}
+    peer = orig.get("REMOTE_ADDR") or environ.get("REMOTE_ADDR")
+    if hops > 0:
+        values = [v.strip() for v in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if v.strip()]
+        if len(values) >= hops:
+            return values[-hops]
+    return peer
+
+
 class JsonLogger(Logger):
     """gunicorn's logger with JSON error lines and one JSON object per access."""
 
@@ -105,13 +125,13 @@ class JsonLogger(Logger):
             handler.setFormatter(logging.Formatter("%(message)s"))
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: dt.timedelta) -> None:
-        """Log one request as JSON (``remote`` is the client as nginx saw it, from X-Forwarded-For)."""
+        """Log one request as JSON (``remote``: the client as the trusted proxies vouch for it)."""
         if not self.cfg.accesslog:
             return
         headers = dict(resp.headers) if isinstance(resp.headers, list) else {}
         entry = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            "remote": environ.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip() or environ.get("REMOTE_ADDR"),
+            "remote": client_address(environ),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
             "status": getattr(resp, "status_code", None),

@@ -157,14 +157,59 @@ def _bootstrap(settings: Settings) -> bool:
 
 
 @main.command("bootstrap-admin")
-def bootstrap_admin_command() -> None:
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the admin's password and key to this new file (mode 0600) instead of printing them.",
+)
+def bootstrap_admin_command(secret_file: Path | None) -> None:
     """Create the admin user and an admin key if there is no user yet (printed once), else nothing.
 
     What ``serve`` does at its first start; run it once before starting several instances
     on one database (compose's ``migrate`` service), so that they do not race to create it.
+    With ``--secret-file`` the secrets go to a new file only the current user may read (never
+    to stdout, where a container's log would keep them); an existing file is refused.
     """
-    if not _bootstrap(Settings.from_env()):
+    settings = Settings.from_env()
+    if secret_file is None:
+        if not _bootstrap(settings):
+            click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
+        return
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    try:  # created before the admin is, so that a secret is never made that cannot be kept
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        from .plugins.auth.keys import accounts_for
+
+        if settings.auth != "required" or accounts_for(settings).count_users():  # a rerun (compose up again)
+            click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
+            return
+        raise click.UsageError(f"{secret_file} exists already: remove it or pass another --secret-file") from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot create {secret_file}: {exc.strerror}") from None
+    first = None
+    try:
+        if settings.auth == "required":
+            from .plugins.auth.keys import bootstrap_admin
+
+            first = bootstrap_admin(settings)
+        if first is not None:
+            user, password, key = first
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                fd = -1
+                out.write(f"user: {user}\npassword: {password}\napi_key: {key}\n")
+                out.flush()
+                os.fsync(out.fileno())
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if first is None:
+            secret_file.unlink(missing_ok=True)
+    if first is None:
         click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
+    else:
+        click.echo(f"bootstrap-admin: created the admin user {first[0]!r}; its password and key are in {secret_file}")
 
 
 #: The gunicorn config of the source tree (an installed wheel has none: pass --gunicorn-config).

@@ -101,18 +101,23 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 class Listener:
     """A Socket.IO client subscribed to ``benchmarks`` that records the events of one job."""
 
-    def __init__(self, live: Live) -> None:
+    def __init__(self, live: Live, key: str = "read") -> None:
         self.client = socketio.Client(reconnection=False)
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.alerts: list[dict[str, Any]] = []
         self.cond = threading.Condition()
         self.client.on("*", self._record)
-        self.client.connect(live.url, auth={"token": live.keys["read"]}, transports=["websocket"], wait_timeout=10)
+        self.client.connect(live.url, auth={"token": live.keys[key]}, transports=["websocket"], wait_timeout=10)
         assert self.client.call("subscribe", {"channels": ["benchmarks"]}, timeout=10)["success"] is True
 
     def _record(self, event: str, data: Any = None) -> None:
         if event.startswith("benchmark."):
             with self.cond:
                 self.events.append((event, data))
+                self.cond.notify_all()
+        elif event == "alert":
+            with self.cond:
+                self.alerts.append(data)
                 self.cond.notify_all()
 
     def of(self, job_id: int) -> list[tuple[str, dict[str, Any]]]:
@@ -135,6 +140,7 @@ def listener(live: Live) -> Iterator[Listener]:
 
 
 def test_a_rest_benchmark_runs_to_completion_with_live_progress(live: Live, listener: Listener) -> None:
+    bob = Listener(live, "other")  # another user, subscribed to the same channel: hears none of alice's job
     answer = live.http("POST", "/api/v1/benchmarks", json={"config": TINY})
     assert answer.status_code == 202, answer.text
     body = answer.json()
@@ -150,6 +156,11 @@ def test_a_rest_benchmark_runs_to_completion_with_live_progress(live: Live, list
     assert done["summary"]["requests"] == 12 and done["summary"]["errors"] == 0
     progress = [d for e, d in listener.of(job_id) if e == "benchmark.progress"]
     assert {p["runs_total"] for p in progress} == {2} and max(p["completed"] for p in progress) == 6
+    live.kernel.publish("alert", {"probe": job_id})  # the bridge keeps order: all of the job's events are out
+    with bob.cond:
+        bob.cond.wait_for(lambda: any(a.get("probe") == job_id for a in bob.alerts), 30)
+    assert any(a.get("probe") == job_id for a in bob.alerts) and bob.of(job_id) == []
+    bob.client.disconnect()
 
     status = live.wait_finished(job_id)
     assert status["status"] == "completed" and status["error"] is None

@@ -89,3 +89,48 @@ def test_serve_answers_health(tmp_path: Path) -> None:
     assert f"serving on http://127.0.0.1:{port}" in output
     assert proc.returncode == 0, "SIGTERM stops the server cleanly"
     assert (tmp_path).is_dir()
+
+
+def test_bootstrap_admin_writes_its_secret_to_a_0600_file_not_to_stdout(tmp_path: Path) -> None:
+    """The admin's password and key go to a new 0600 file; stdout (a container's log) never has them."""
+    from llama_gpu.api import create_app
+
+    data = tmp_path / "data"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_GPU_")},
+        "LLAMA_GPU_DATA_DIR": str(data),
+        "LLAMA_GPU_AUTH": "required",
+        "LLAMA_GPU_PRELOAD": "false",
+        "LLAMA_GPU_DEFAULT_MODEL": "echo",
+        "LLAMA_GPU_AUTOLOAD_PLUGINS": "false",
+    }
+    secret = tmp_path / "admin-credentials"
+    done = run("bootstrap-admin", "--secret-file", str(secret), env=env)
+    assert done.returncode == 0, done.stderr
+    assert secret.stat().st_mode & 0o777 == 0o600
+    fields = dict(line.split(": ", 1) for line in secret.read_text().splitlines())
+    assert set(fields) == {"user", "password", "api_key"} and fields["api_key"].startswith("lgk_")
+    for value in (fields["password"], fields["api_key"]):
+        assert value not in done.stdout and value not in done.stderr
+    assert str(secret) in done.stdout
+
+    again = run("bootstrap-admin", "--secret-file", str(secret), env=env)  # a rerun (compose up again)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert dict(line.split(": ", 1) for line in secret.read_text().splitlines()) == fields  # left as it was
+    stale = tmp_path / "stale"
+    stale.write_text("old")
+    fresh = {**env, "LLAMA_GPU_DATA_DIR": str(tmp_path / "fresh")}
+    refused = run("bootstrap-admin", "--secret-file", str(stale), env=fresh)  # never overwrites a file
+    assert refused.returncode == 2 and "exists already" in refused.stderr and stale.read_text() == "old"
+    other = tmp_path / "second"
+    nothing = run("bootstrap-admin", "--secret-file", str(other), env=env)
+    assert nothing.returncode == 0 and "nothing to do" in nothing.stderr and not other.exists()
+
+    app = create_app({"data_dir": str(data), "auth": "required", "preload": False, "default_model": "echo"})
+    try:
+        client = app.test_client()
+        assert client.get("/api/v1/models").status_code == 401
+        headers = {"Authorization": f"Bearer {fields['api_key']}"}
+        assert client.get("/api/v1/plugins", headers=headers).status_code == 200  # the key is an admin's
+    finally:
+        app.extensions["llama_gpu"].stop()

@@ -79,17 +79,49 @@ def _free_port() -> int:
 # ---------------------------------------------------------------- the nginx config, from docker/
 
 
-def nginx_config(prefix: Path, listen: int, instances: list[str], *, tls: tuple[Path, Path] | None = None) -> Path:
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (openssl), and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed for a self-signed certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def nginx_config(
+    prefix: Path,
+    listen: int,
+    instances: list[str],
+    *,
+    tls: tuple[Path, Path],
+    tls_listen: int | None = None,
+    plain: bool = False,
+    upstream_header: bool = False,
+) -> Path:
     """Write docker/nginx.conf's copy for ``prefix``: loopback addresses, logs and temp files inside it.
 
-    Everything else (upstreams, locations, timeouts, headers) is the file itself and its include.
-    With ``tls`` (certificate, key) the TLS server block is switched on as an operator would.
+    Everything else (upstreams, locations, timeouts, headers, TLS) is the file itself and its
+    include, with ``tls`` (certificate, key) as the certificate. Two changes the live cluster
+    asks for: ``plain`` serves the API on the plain-HTTP port too (the variant nginx.conf
+    describes for a TLS-terminating load balancer in front), and ``upstream_header`` adds
+    ``X-Upstream`` (which instance answered) to the copy, for the failover checks only.
     """
     source = (DOCKER / "nginx.conf").read_text()
     conf = prefix / "conf"
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     conf.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DOCKER / "llama_gpu_proxy.conf", conf / "llama_gpu_proxy.conf")
+    proxy = (DOCKER / "llama_gpu_proxy.conf").read_text()
+    if upstream_header:
+        proxy += "\n# Test only: which instance answered.\nadd_header X-Upstream $upstream_addr always;\n"
+    (conf / "llama_gpu_proxy.conf").write_text(proxy)
     shutil.copy("/etc/nginx/mime.types", conf / "mime.types")
 
     def servers(match: re.Match[str]) -> str:
@@ -104,6 +136,9 @@ def nginx_config(prefix: Path, listen: int, instances: list[str], *, tls: tuple[
         "pid /tmp/nginx.pid;": f"pid {prefix}/nginx.pid;",
         "error_log /dev/stderr warn;": f"error_log {prefix}/logs/error.log info;",
         "listen 80;": f"listen 127.0.0.1:{listen};",
+        "listen 443 ssl http2;": f"listen 127.0.0.1:{tls_listen or _free_port()} ssl http2;",
+        "/etc/nginx/tls/fullchain.pem": str(tls[0]),
+        "/etc/nginx/tls/privkey.pem": str(tls[1]),
         "access_log /dev/stdout json;": (
             f"access_log {prefix}/logs/access.log json;\n"
             + "".join(
@@ -112,14 +147,13 @@ def nginx_config(prefix: Path, listen: int, instances: list[str], *, tls: tuple[
             )
         ),
     }
+    if plain:
+        replacements["location / {\n            return 301 https://$host$request_uri;\n        }"] = (
+            "include llama_gpu_proxy.conf;"
+        )
     for old, new in replacements.items():
         assert old in out, f"docker/nginx.conf no longer has {old!r}: update the test's copy"
         out = out.replace(old, new)
-    if tls is not None:
-        out = re.sub(r"^(\s*)#TLS ", r"\1", out, flags=re.M)
-        out = out.replace("listen 443 ssl", f"listen 127.0.0.1:{_free_port()} ssl")
-        out = out.replace("/etc/nginx/tls/fullchain.pem", str(tls[0]))
-        out = out.replace("/etc/nginx/tls/privkey.pem", str(tls[1]))
     if os.geteuid() == 0:  # workers would run as nobody, who cannot enter pytest's 0700 folders
         out = "user root root;\n" + out
     path = conf / "nginx.conf"
@@ -131,44 +165,29 @@ def _nginx_command(binary: str, prefix: Path, config: Path) -> list[str]:
     return [binary, "-p", str(prefix), "-c", str(config), "-e", str(prefix / "logs" / "error.log")]
 
 
+def _nginx_prefix(prefix: Path) -> Path:
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
+    return prefix
+
+
 # ---------------------------------------------------------------- checks that need no service
 
 
 def test_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
-    """``nginx -t`` accepts docker/nginx.conf (the TLS block switched on, the upstream names made local)."""
+    """``nginx -t`` accepts docker/nginx.conf as shipped (TLS on; a self-signed certificate; local upstreams)."""
     binary = nginx_binary()
     if binary is None:
         _require("nginx is not installed (scripts/ensure_nginx.sh installs Debian's package)")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed for a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / "tmp" / kind).mkdir(parents=True)
-    config = nginx_config(tmp_path, _free_port(), ["127.0.0.1:5001", "127.0.0.1:5002"], tls=(cert, key))
-    done = subprocess.run([*_nginx_command(binary, tmp_path, config), "-t"], capture_output=True, text=True, timeout=30)
+    assert binary is not None
+    cert, key = self_signed(tmp_path)
+    prefix = _nginx_prefix(tmp_path)
+    config = nginx_config(prefix, _free_port(), ["127.0.0.1:5001", "127.0.0.1:5002"], tls=(cert, key))
+    done = subprocess.run([*_nginx_command(binary, prefix, config), "-t"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "syntax is ok" in done.stderr
+    shipped = (DOCKER / "nginx.conf").read_text() + (DOCKER / "llama_gpu_proxy.conf").read_text()
+    assert "X-Upstream" not in shipped, "the instances' addresses stay private"
 
 
 def _compose() -> dict[str, Any]:
@@ -199,7 +218,12 @@ def test_compose_file_describes_the_tested_topology() -> None:
     mounts = " ".join(nginx["volumes"])
     assert "nginx.conf:/etc/nginx/nginx.conf" in mounts
     assert "llama_gpu_proxy.conf:/etc/nginx/llama_gpu_proxy.conf" in mounts
-    assert any(str(p).endswith(":80") for p in nginx["ports"])
+    assert any(str(p).endswith(":80") for p in nginx["ports"]) and any(str(p).endswith(":443") for p in nginx["ports"])
+    assert "./tls:/etc/nginx/tls" in mounts
+    # the first admin's secret goes to a 0600 file in the migrate service's volume, not to its log
+    migrate = " ".join(services["migrate"]["command"])
+    assert "bootstrap-admin --secret-file /data/" in migrate
+    assert any(v.endswith(":/data") for v in services["migrate"]["volumes"])
     named = set(compose["volumes"])
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(".")}
     assert used <= named and {"models", "pgdata"} <= named
@@ -242,6 +266,95 @@ def test_serve_production_without_a_config_says_so(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and str(missing) in done.stderr and "--gunicorn-config" in done.stderr
     assert "First start" not in done.stdout and not (tmp_path / "data").exists()
+
+
+def test_tls_front_redirects_sets_security_headers_and_logs_the_real_client(tmp_path: Path) -> None:
+    """nginx as shipped (TLS on, self-signed certificate) before one gunicorn instance.
+
+    Plain HTTP only redirects; HTTPS answers with HSTS, nosniff, Referrer-Policy and no
+    X-Upstream (the instances' addresses stay private); the docs page has a CSP; a forged
+    X-Forwarded-For does not reach gunicorn's access log (it records the address nginx saw).
+    """
+    binary = nginx_binary()
+    if binary is None:
+        _require("nginx is not installed (scripts/ensure_nginx.sh installs Debian's package)")
+    assert binary is not None
+    if importlib.util.find_spec("gunicorn") is None:
+        _require("gunicorn is not installed (pip install -e .)")
+    cert, key = self_signed(tmp_path)
+    port, listen, tls_listen = _free_port(), _free_port(), _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_GPU_")},
+        "HF_HUB_OFFLINE": "1",
+        "LLAMA_GPU_DATA_DIR": str(tmp_path / "data"),
+        "LLAMA_GPU_AUTH": "off",
+        "LLAMA_GPU_DEFAULT_MODEL": "echo",
+        "LLAMA_GPU_PRELOAD": "false",
+        "LLAMA_GPU_AUTOLOAD_PLUGINS": "false",
+        "LLAMA_GPU_TRUSTED_PROXIES": "1",
+        "LLAMA_GPU_DRAIN_TIMEOUT": "5",
+    }
+    log = tmp_path / "instance.log"
+    nginx: subprocess.Popen[bytes] | None = None
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [CLI, "serve", "--production", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    instance = Instance("tls", port, proc, log)
+    try:
+        _wait_ready(f"http://{instance.address}/health", [instance])
+        prefix = _nginx_prefix(tmp_path / "nginx")
+        config = nginx_config(prefix, listen, [instance.address], tls=(cert, key), tls_listen=tls_listen)
+        nginx = subprocess.Popen(
+            [*_nginx_command(binary, prefix, config), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=(prefix / "logs" / "stderr.log").open("wb"),
+            start_new_session=True,
+        )
+        https = f"https://127.0.0.1:{tls_listen}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = requests.get(https + "/health", verify=str(cert), timeout=5)
+                break
+            except requests.ConnectionError:
+                assert nginx.poll() is None and time.monotonic() < deadline, (prefix / "logs" / "error.log").read_text()
+                time.sleep(0.2)
+        assert health.status_code == 200
+        assert health.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+        assert health.headers["X-Content-Type-Options"] == "nosniff"
+        assert health.headers["Referrer-Policy"] == "no-referrer"
+        assert health.headers["Server"] == "nginx" and "X-Upstream" not in health.headers
+        docs = requests.get(https + "/api/v1/docs", verify=str(cert), timeout=30)
+        assert docs.status_code == 200 and "default-src 'none'" in docs.headers["Content-Security-Policy"]
+        assert "X-Upstream" not in docs.headers
+
+        plain = requests.get(f"http://127.0.0.1:{listen}/api/v1/models", allow_redirects=False, timeout=30)
+        assert plain.status_code == 301 and plain.headers["Location"] == "https://127.0.0.1/api/v1/models"
+        assert "Strict-Transport-Security" not in plain.headers  # HSTS over TLS only
+
+        request_id = "xff-" + uuid.uuid4().hex[:12]
+        forged = {"X-Forwarded-For": "6.6.6.6", "X-Request-ID": request_id}
+        assert requests.get(https + "/health", headers=forged, verify=str(cert), timeout=30).status_code == 200
+        deadline = time.monotonic() + 60
+        entry = None
+        while entry is None and time.monotonic() < deadline:
+            for line in log.read_text(errors="replace").splitlines():
+                if request_id in line and line.startswith("{"):
+                    candidate = json.loads(line)
+                    if candidate.get("request_id") == request_id:
+                        entry = candidate
+            time.sleep(0.2)
+        assert entry is not None, instance.output()
+        assert entry["remote"] == "127.0.0.1", entry  # the address nginx saw, not the forged one
+    finally:
+        if nginx is not None:
+            _stop(nginx, signal.SIGQUIT, timeout=10)
+        _stop(proc, timeout=60)
 
 
 # ---------------------------------------------------------------- the live topology
@@ -420,10 +533,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             _wait_ready(f"http://{instance.address}/ready", instances)
 
         listen = _free_port()
-        prefix = tmp / "nginx"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (prefix / "tmp" / kind).mkdir(parents=True)
-        config = nginx_config(prefix, listen, [i.address for i in instances])
+        prefix = _nginx_prefix(tmp / "nginx")
+        tls = self_signed(tmp)
+        config = nginx_config(prefix, listen, [i.address for i in instances], tls=tls, plain=True, upstream_header=True)
         nginx = subprocess.Popen(
             [*_nginx_command(binary, prefix, config), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,

@@ -13,7 +13,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..kernel.config import Settings
 from ..kernel.kernel import Kernel, KernelState
-from .context import EXTENSION, assign_request_id, get_kernel
+from ..kernel.streams import StreamLimiter
+from .context import EXTENSION, STREAMS, assign_request_id, get_kernel, release_stream
 from .errors import register_error_handlers
 from .jsonlimits import LimitedJSONProvider
 from .local_only import LocalOnly
@@ -42,6 +43,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.config["MAX_CONTENT_LENGTH"] = kernel.settings.max_body_size
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = kernel
+    settings = kernel.settings
+    app.extensions[STREAMS] = StreamLimiter(
+        settings.max_streams_per_identity, settings.max_streams_per_address, settings.max_streams
+    )
+    app.teardown_request(release_stream)
 
     from ..dashboard import init_dashboard
     from . import auth, benchmarks, convert, evaluate, health, infer, models, openai, openapi, plugins, system

@@ -10,9 +10,12 @@ from marshmallow import Schema, ValidationError
 
 from ..kernel.errors import AuthenticationFailed, InvalidInput, RateLimitExceeded, UnsupportedMediaType
 from ..kernel.kernel import Kernel
+from ..kernel.streams import StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, new_id, utc_iso
 
 EXTENSION = "llama_gpu"
+#: ``app.extensions`` key of the app's :class:`StreamLimiter`.
+STREAMS = "llama_gpu.streams"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -140,16 +143,35 @@ def enforce_rate_limit(identity: Identity | None) -> None:
         return
     g.rate_limit_group = group = rate_limit_group()
     status = get_kernel().rate_limit(identity, group, request.remote_addr or "unknown", cost=request_cost())
-    if status is None:
-        return
-    g.rate_limit = status
-    if not status.allowed:
-        error = RateLimitExceeded(
-            f"rate limit exceeded: {status.limit} {group} requests per hour; retry in {status.retry_after}s",
-            details={"limit": status.limit, "group": group},
-        )
-        error.retry_after = status.retry_after
-        raise error
+    if status is not None:
+        g.rate_limit = status
+        if not status.allowed:
+            error = RateLimitExceeded(
+                f"rate limit exceeded: {status.limit} {group} requests per hour; retry in {status.retry_after}s",
+                details={"limit": status.limit, "group": group},
+            )
+            error.retry_after = status.retry_after
+            raise error
+    if group == "stream" and identity is not None:
+        g.stream_lease = acquire_stream(identity)
+
+
+def acquire_stream(identity: Identity | None) -> StreamLease:
+    """Hold a stream slot for this request (429 over the per-identity, per-address or total cap).
+
+    The lease is in ``g.stream_lease``: the SSE response releases it when it ends, and the
+    request's teardown releases it at the latest (a refusal before any stream began).
+    """
+    limiter = cast(StreamLimiter, current_app.extensions[STREAMS])
+    name = (identity.owner or f"{identity.kind}:{identity.id}") if identity is not None else None
+    return limiter.acquire(name, request.remote_addr or "unknown")
+
+
+def release_stream(_exc: BaseException | None = None) -> None:
+    """Release this request's stream slot, if it holds one (idempotent)."""
+    lease = g.pop("stream_lease", None)
+    if lease is not None:
+        lease.release()
 
 
 def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:

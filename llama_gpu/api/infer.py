@@ -110,6 +110,9 @@ def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], Non
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(on_close)
+    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
+    if lease is not None:  # (the request's teardown runs when the view returns, before the stream)
+        response.call_on_close(lease.release)
     return response
 
 

@@ -546,7 +546,8 @@ class BenchmarkJobs:
                 log.warning("%s heartbeat failed", self.NOUN, exc_info=True)
 
     def _publish(self, type: str, job_id: int, row: BenchmarkRun, **data: Any) -> None:
-        self._publish_raw(type, {self.ID_FIELD: job_id, "name": row.name, "model": row.model, **data})
+        owner = row.config.get("owner") if isinstance(row.config, dict) else None  # its subscribers' room
+        self._publish_raw(type, {self.ID_FIELD: job_id, "name": row.name, "model": row.model, "caller": owner, **data})
 
     def _publish_raw(self, type: str, data: dict[str, Any]) -> None:
         if self.kernel is not None:

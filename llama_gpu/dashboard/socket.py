@@ -5,10 +5,22 @@ Protocol, default namespace ``/``:
 - connect with ``auth={"token": <API key or login JWT>}``; refused (``connect_error``, data
   ``{code, message, details}``) without a valid one or without ``read``. With
   ``LLAMA_GPU_AUTH=off`` no token is needed (the open-access plugin answers). The server
-  then emits ``connected`` ``{user: {kind, id, roles}, channels}``; every connection is in
-  the room ``alerts``.
+  then emits ``connected`` ``{user: {kind, id, roles}, channels}`` (the channels it may
+  subscribe to); every connection is in the room ``alerts``.
 - ``subscribe`` / ``unsubscribe`` ``{channels: [...]}`` → ack ``{success, channels}``; one
-  unknown name refuses the whole call (``INVALID_INPUT``, details ``unknown``/``known``).
+  unknown name refuses the whole call (``INVALID_INPUT``, details ``unknown``/``known``), and so
+  does a list longer than :data:`MAX_SUBSCRIPTIONS` (details ``limit``). Each channel needs its
+  role (``CHANNEL_ROLES``: ``plugin_events`` and ``convert`` need ``admin``, else ``read``;
+  ``PERMISSION_DENIED`` otherwise); ``benchmarks`` carries only the caller's own jobs (all of
+  them for an admin).
+
+Connections are re-checked every ``LLAMA_GPU_SOCKET_RECHECK_INTERVAL`` seconds: one whose key
+was revoked or whose login token expired gets ``session_ended`` {code, message} and is
+disconnected. Connect attempts and refused connects are limited per client address
+(``LLAMA_GPU_SOCKET_CONNECTS_PER_MINUTE``, ``LLAMA_GPU_SOCKET_FAILURES_PER_MINUTE``); a
+connection holds a stream slot of its identity (``LLAMA_GPU_MAX_STREAMS_PER_IDENTITY``), and
+every ``/socket.io/`` request one of its address (``LLAMA_GPU_MAX_STREAMS_PER_ADDRESS``) and of
+the process (``LLAMA_GPU_MAX_STREAMS``), answered 429 beyond them.
 - ``chat`` ``{request_id?, model?, messages, max_tokens?, temperature?, top_p?, seed?, stop?}``
   (needs ``write``) → ack ``{success: true, request_id}``, then to this client only
   ``chat_chunk`` {request_id, text, index}… and ``chat_done`` or ``chat_error``. The request
@@ -25,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -51,8 +65,9 @@ from ..kernel.errors import (
 )
 from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
-from ..kernel.types import Credentials, Identity, InferenceRequest, new_id
-from ..plugins.monitoring.socketio_bridge import CHANNELS
+from ..kernel.streams import AttemptCounter, StreamLease, StreamLimiter
+from ..kernel.types import Credentials, Identity, InferenceRequest, new_id, utc_iso
+from ..plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +75,8 @@ log = logging.getLogger(__name__)
 ENDPOINT = "socketio"
 #: The room every connection joins at once.
 ALERTS_ROOM = "alerts"
+#: Most channel names one ``subscribe``/``unsubscribe`` call may list (and rooms a connection may join).
+MAX_SUBSCRIPTIONS = 32
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _INTERNAL = {"code": "INTERNAL_ERROR", "message": "internal server error; see the server log", "details": {}}
 
@@ -105,7 +122,9 @@ class _Session:
     identity: Identity
     token: str | None
     remote_addr: str | None
+    lease: StreamLease | None = None
     chats: dict[str, _Chat] = dataclasses.field(default_factory=dict)
+    rooms: set[str] = dataclasses.field(default_factory=set)
 
 
 def _error(exc: LlamaGPUError) -> dict[str, Any]:
@@ -125,11 +144,17 @@ def _refuse(exc: LlamaGPUError) -> Refused:
 class SocketChannel:
     """The handlers of one Socket.IO server, bound to a kernel."""
 
-    def __init__(self, socketio: SocketIO, kernel: Kernel) -> None:
+    def __init__(self, socketio: SocketIO, kernel: Kernel, streams: StreamLimiter | None = None) -> None:
         self.socketio = socketio
         self.kernel = kernel
+        self.streams = streams
+        settings = kernel.settings
+        self.connects = AttemptCounter(settings.socket_connects_per_minute, "Socket.IO connect attempts")
+        self.failures = AttemptCounter(settings.socket_failures_per_minute, "refused Socket.IO connects")
+        self.recheck_interval = settings.socket_recheck_interval
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
+        self._rechecking = False
 
     # ------------------------------------------------------------------ wiring
     def register(self) -> None:
@@ -181,18 +206,31 @@ class SocketChannel:
     # ------------------------------------------------------------------ connection
     def on_connect(self, auth: Any = None) -> None:
         """Authenticate with ``auth.token``; join ``alerts``; emit ``connected``."""
+        address = request.remote_addr or "unknown"
+        lease: StreamLease | None = None
         try:
+            self.failures.check(address)
+            self.connects.check(address)
+            self.connects.add(address)
             token = auth.get("token") if isinstance(auth, dict) else None
-            if token is not None and (not isinstance(token, str) or len(token) > 4096):
-                raise AuthenticationFailed("auth.token must be a string", details={"field": "auth.token"})
-            credentials = Credentials(bearer_token=token or None, remote_addr=request.remote_addr)
-            identity = self.kernel.authenticate(credentials)
-            if identity is None:
-                raise AuthenticationFailed(
-                    "authentication required: connect with auth={token: <API key or login token>}"
+            try:
+                if token is not None and (not isinstance(token, str) or len(token) > 4096):
+                    raise AuthenticationFailed("auth.token must be a string", details={"field": "auth.token"})
+                credentials = Credentials(bearer_token=token or None, remote_addr=request.remote_addr)
+                identity = self.kernel.authenticate(credentials)
+                if identity is None:
+                    raise AuthenticationFailed(
+                        "authentication required: connect with auth={token: <API key or login token>}"
+                    )
+                if not self.kernel.check_permission(identity, "read"):
+                    raise PermissionDenied("'read' permission required", details={"permission": "read"})
+            except (AuthenticationFailed, PermissionDenied):
+                self.failures.add(address)
+                raise
+            if self.streams is not None:
+                lease = self.streams.acquire(
+                    identity.owner or f"{identity.kind}:{identity.id}", None, count_total=False
                 )
-            if not self.kernel.check_permission(identity, "read"):
-                raise PermissionDenied("'read' permission required", details={"permission": "read"})
         except LlamaGPUError as exc:
             raise _refuse(exc) from None
         except Exception as exc:
@@ -200,18 +238,69 @@ class SocketChannel:
             raise Refused(_INTERNAL["message"], dict(_INTERNAL)) from exc
         sid: str = request.sid  # type: ignore[attr-defined]
         with self._lock:
-            self._sessions[sid] = _Session(identity, token or None, request.remote_addr)
+            self._sessions[sid] = _Session(identity, token or None, request.remote_addr, lease)
+            start = not self._rechecking and token is not None
+            self._rechecking = self._rechecking or start
+        if start:
+            self.socketio.start_background_task(self._recheck_loop)
         join_room(ALERTS_ROOM)
         user = {"kind": identity.kind, "id": identity.id, "roles": sorted(identity.roles)}
-        self.socketio.emit("connected", {"user": user, "channels": list(CHANNELS)}, to=sid)
+        allowed = [c for c in CHANNELS if self.kernel.check_permission(identity, CHANNEL_ROLES.get(c, "read"), c)]
+        self.socketio.emit("connected", {"user": user, "channels": allowed}, to=sid)
 
     def on_disconnect(self, *_reason: Any) -> None:
-        """Forget the client and cancel its running chats."""
+        """Forget the client, give back its stream slot and cancel its running chats."""
         with self._lock:
             session = self._sessions.pop(request.sid, None)  # type: ignore[attr-defined]
             chats = list(session.chats.values()) if session is not None else []
+        if session is not None and session.lease is not None:
+            session.lease.release()
         for chat in chats:
             chat.cancel(notify=False)
+
+    # ------------------------------------------------------------------ re-checks
+    def _still_valid(self, session: _Session) -> LlamaGPUError | None:
+        """Why ``session``'s credentials no longer hold (revoked, expired, no ``read``), or ``None``."""
+        try:
+            credentials = Credentials(bearer_token=session.token, remote_addr=session.remote_addr)
+            identity = self.kernel.authenticate(credentials)
+            if identity is None:
+                return AuthenticationFailed("the connection's key was revoked or its login token expired")
+            if not self.kernel.check_permission(identity, "read"):
+                return PermissionDenied("'read' permission required", details={"permission": "read"})
+        except LlamaGPUError as exc:
+            return exc
+        except Exception:  # fail closed: a check that cannot run ends the connection
+            log.exception("socket credential re-check failed")
+            return AuthenticationFailed("the connection's credentials could not be checked again")
+        return None
+
+    def recheck(self) -> list[str]:
+        """Check every token-authenticated connection again; disconnect the ones no longer valid (their sids)."""
+        with self._lock:
+            sessions = [(sid, s) for sid, s in self._sessions.items() if s.token is not None]
+        ended = []
+        for sid, session in sessions:
+            error = self._still_valid(session)
+            if error is None:
+                continue
+            ended.append(sid)
+            self.socketio.emit("session_ended", error.to_dict(), to=sid)
+            self.socketio.server.disconnect(sid)
+        return ended
+
+    def _recheck_loop(self) -> None:
+        """Re-check connections every ``recheck_interval`` seconds while any has a token."""
+        while True:
+            time.sleep(self.recheck_interval)
+            with self._lock:
+                if not any(s.token is not None for s in self._sessions.values()):
+                    self._rechecking = False
+                    return
+            try:
+                self.recheck()
+            except Exception:  # the next round tries again
+                log.exception("socket re-check failed")
 
     # ------------------------------------------------------------------ channels
     def _channels(self, args: tuple[Any, ...], event: str) -> list[str]:
@@ -222,6 +311,11 @@ class SocketChannel:
                 "channels must be a non-empty list of channel names",
                 details={"field": "channels", "known": list(CHANNELS)},
             )
+        if len(channels) > MAX_SUBSCRIPTIONS:
+            raise InvalidInput(
+                f"at most {MAX_SUBSCRIPTIONS} channels per call",
+                details={"field": "channels", "limit": MAX_SUBSCRIPTIONS, "given": len(channels)},
+            )
         unknown = sorted({c for c in channels if c not in CHANNELS})
         if unknown:
             raise InvalidInput(
@@ -229,20 +323,49 @@ class SocketChannel:
             )
         return list(dict.fromkeys(channels))
 
+    def _room(self, identity: Identity, channel: str) -> str:
+        """The room ``identity`` joins for ``channel`` (an owner channel: its own, or every owner's for admins)."""
+        if channel not in OWNER_CHANNELS:
+            return channel
+        if self.kernel.check_permission(identity, "admin"):
+            return owner_room(channel, "*")
+        jobs = self.kernel.services.get(channel)
+        owner_of = getattr(jobs, "owner_of", None)
+        owner = owner_of(identity) if callable(owner_of) else f"{identity.kind}:{identity.id}"
+        return owner_room(channel, str(owner))
+
     def on_subscribe(self, *args: Any) -> dict[str, Any]:
-        """Join the rooms of ``channels`` (all or none)."""
-        self._session()
+        """Join the rooms of ``channels`` (all or none; each needs its channel's role)."""
+        session = self._session()
         channels = self._channels(args, "subscribe")
         for channel in channels:
-            join_room(channel)
+            role = CHANNEL_ROLES.get(channel, "read")
+            if not self.kernel.check_permission(session.identity, role, channel):
+                raise PermissionDenied(
+                    f"channel {channel!r} needs the {role!r} role",
+                    details={"channel": channel, "permission": role},
+                )
+        rooms = [self._room(session.identity, channel) for channel in channels]
+        with self._lock:
+            if len(session.rooms | set(rooms)) > MAX_SUBSCRIPTIONS:
+                raise InvalidInput(
+                    f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection",
+                    details={"field": "channels", "limit": MAX_SUBSCRIPTIONS},
+                )
+            session.rooms.update(rooms)
+        for room in rooms:
+            join_room(room)
         return {"success": True, "channels": channels}
 
     def on_unsubscribe(self, *args: Any) -> dict[str, Any]:
         """Leave the rooms of ``channels`` (all or none)."""
-        self._session()
+        session = self._session()
         channels = self._channels(args, "unsubscribe")
-        for channel in channels:
-            leave_room(channel)
+        rooms = [self._room(session.identity, channel) for channel in channels]
+        with self._lock:
+            session.rooms.difference_update(rooms)
+        for room in rooms:
+            leave_room(room)
         return {"success": True, "channels": channels}
 
     # ------------------------------------------------------------------ chat
@@ -379,6 +502,40 @@ def close_after_websocket(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[
     return app
 
 
+def limit_socket_requests(
+    wsgi_app: Callable[..., Iterable[bytes]], streams: StreamLimiter
+) -> Callable[..., Iterable[bytes]]:
+    """Hold a stream slot of the client address (and of the process) for every ``/socket.io/`` request.
+
+    A WebSocket holds its request (and a gunicorn thread) for its whole life, a long-poll for
+    up to the ping interval, before any credentials are checked: beyond the caps the request
+    is answered 429 with ``Retry-After`` and the error envelope. Wrapped inside ProxyFix, so
+    ``REMOTE_ADDR`` is the client as the trusted proxies vouch for it.
+    """
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith("/socket.io"):
+            return wsgi_app(environ, start_response)
+        try:
+            lease = streams.acquire(None, environ.get("REMOTE_ADDR") or "unknown")
+        except RateLimitExceeded as exc:
+            body = {"success": False, "error": exc.to_dict(), "request_id": None, "timestamp": utc_iso()}
+            payload = json.dumps(body).encode()
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("Retry-After", str(exc.retry_after)),
+            ]
+            start_response("429 Too Many Requests", headers)
+            return [payload]
+        try:
+            return list(wsgi_app(environ, start_response))  # the whole request, body included, under the slot
+        finally:
+            lease.release()
+
+    return app
+
+
 def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
     """Attach Flask-SocketIO to ``app``; share it as ``kernel.services["socketio"]``.
 
@@ -390,7 +547,10 @@ def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
         options["message_queue"] = kernel.settings.redis_url
     socketio = SocketIO(app, **options)
     app.wsgi_app = close_after_websocket(app.wsgi_app)  # type: ignore[method-assign]
-    channel = SocketChannel(socketio, kernel)
+    streams = cast("StreamLimiter | None", app.extensions.get("llama_gpu.streams"))
+    if streams is not None:
+        app.wsgi_app = limit_socket_requests(app.wsgi_app, streams)  # type: ignore[method-assign]
+    channel = SocketChannel(socketio, kernel, streams)
     channel.register()
     app.extensions["llama_gpu.socket"] = channel
     kernel.services["socketio"] = socketio

@@ -99,6 +99,18 @@ class Settings:
     metrics_retention_days: float = 8.0
     #: Proxies in front of the server whose ``X-Forwarded-For`` is trusted (0: use the peer address).
     trusted_proxies: int = 0
+    #: Open SSE streams and Socket.IO connections one identity may hold at once per process (0: no cap).
+    max_streams_per_identity: int = 16
+    #: Open SSE streams and Socket.IO requests one client address may hold at once per process (0: no cap).
+    max_streams_per_address: int = 32
+    #: Open SSE streams and Socket.IO requests per process in all (0: no cap); gunicorn gets 16 threads more.
+    max_streams: int = 48
+    #: Socket.IO connect attempts per client address and minute (0: no limit).
+    socket_connects_per_minute: int = 60
+    #: Refused Socket.IO connects (bad or missing credentials) per client address and minute (0: no limit).
+    socket_failures_per_minute: int = 10
+    #: Seconds between re-checks of every Socket.IO connection's credentials (revoked, expired: disconnected).
+    socket_recheck_interval: float = 5.0
     #: Seconds ``stop()`` waits for running requests before shutting down anyway.
     drain_timeout: float = 30.0
     #: Events buffered per subscriber before new ones are dropped for it.
@@ -214,6 +226,23 @@ class Settings:
             raise ConfigurationError(
                 f"{ENV_PREFIX}JWT_EXPIRES must be > 0 and {ENV_PREFIX}TRUSTED_PROXIES >= 0",
                 details={"jwt_expires": self.jwt_expires, "trusted_proxies": self.trusted_proxies},
+            )
+        for name in (
+            "max_streams_per_identity",
+            "max_streams_per_address",
+            "max_streams",
+            "socket_connects_per_minute",
+            "socket_failures_per_minute",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()} must be an integer >= 0, got {value!r}", details={"setting": name}
+                )
+        if not self.socket_recheck_interval > 0:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}SOCKET_RECHECK_INTERVAL must be a positive number, got {self.socket_recheck_interval!r}",
+                details={"setting": "socket_recheck_interval"},
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_LEVEL must be a logging level, got {self.log_level!r}")

@@ -172,9 +172,11 @@
   }
 
   /** The shell subscribes to its own channels; this page adds "convert" on every (re)connection. */
-  LG.live.on("connected", () => {
+  LG.live.on("connected", (info) => {
     const socket = LG.live.socket;
     if (!socket) return;
+    // "convert" needs admin: the server lists the channels this caller may subscribe to
+    if (info && Array.isArray(info.channels) && !info.channels.includes("convert")) return;
     socket.emit("subscribe", { channels: ["convert"] }, (ack) => {
       if (ack && ack.success === false) LG.showError(ack.error || {}, "Conversion updates");
     });

@@ -32,6 +32,11 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "benchmarks": (),
     "convert": (),
 }
+#: The role (permission) a connection needs to subscribe to a channel; unlisted ones need ``read``.
+CHANNEL_ROLES: dict[str, str] = {"plugin_events": "admin", "convert": "admin"}
+#: Channels whose events reach only their owner (the event's ``caller``) and admins: each event goes
+#: to the room ``<channel>:<owner>`` and to ``<channel>:*``, which admins join when they subscribe.
+OWNER_CHANNELS: frozenset[str] = frozenset({"benchmarks"})
 #: Dotted event families and their channel (``benchmark.started`` → ``benchmarks``).
 PREFIX_CHANNELS: tuple[tuple[str, str], ...] = (("benchmark.", "benchmarks"), ("convert.", "convert"))
 #: Payload fields never sent to subscribers.
@@ -49,6 +54,11 @@ def channel_of(event_type: str) -> str | None:
         if event_type.startswith(prefix):
             return name
     return None
+
+
+def owner_room(channel: str, owner: str) -> str:
+    """The room of ``owner``'s events of an owner channel (``*``: the admins' room, every owner's events)."""
+    return f"{channel}:{owner}"
 
 
 def payload_of(event: Event) -> dict[str, Any]:
@@ -92,7 +102,14 @@ class SocketIOBridge:
         server = kernel.services.get("socketio")
         if server is None:
             return
-        server.emit(event.type, payload_of(event), to=channel)
+        payload = payload_of(event)
+        if channel in OWNER_CHANNELS:
+            owner = event.data.get("caller")
+            # one emit per room (a connection is in one of them only: its owner's, or the admins')
+            for room in [owner_room(channel, "*")] + ([owner_room(channel, str(owner))] if owner else []):
+                server.emit(event.type, payload, to=room)
+        else:
+            server.emit(event.type, payload, to=channel)
         self.emitted += 1
 
     @hookimpl
