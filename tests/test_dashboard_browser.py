@@ -77,8 +77,11 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    # bound first: the server's configured address is where its self-benchmarks go (never the request's Host)
+    server = make_server("127.0.0.1", 0, lambda environ, start: [], threaded=True)
     settings = make_settings(
         tmp_path,
+        port=server.server_port,
         auth="required",
         metrics_interval=1.0,
         metrics_store_interval=2.0,
@@ -89,7 +92,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     kernel = Kernel(settings).start()
     app = create_app(kernel=kernel)
     kernel.services["accounts"].create_user("admin", PASSWORD, "admin")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.app = app
     thread = threading.Thread(target=server.serve_forever, name="dashboard-test-server", daemon=True)
     thread.start()
     live = LiveServer(kernel, server, thread, f"http://127.0.0.1:{server.server_port}")

@@ -496,6 +496,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "LLAMA_GPU_DATABASE_URL": database_url_s,
         "LLAMA_GPU_TRUSTED_PROXIES": "1",
         "LLAMA_GPU_DEFAULT_MODEL": QWEN,
+        "LLAMA_GPU_AUTOLOAD": "any",  # the cluster serves echo too, loaded on first use
         "LLAMA_GPU_PARALLEL": "2",
         "LLAMA_GPU_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT),
         "LLAMA_GPU_RATE_LIMIT_OVERRIDES": f"infer={INFER_LIMIT}/{INFER_LIMIT}",

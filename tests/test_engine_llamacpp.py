@@ -233,7 +233,9 @@ def test_a_shared_prefix_is_decoded_once(tmp_path: Path) -> None:
 # ------------------------------------------------------------- 64 clients against a small queue
 @pytest.fixture
 def small_server(tmp_path: Path) -> Iterator[tuple[str, Kernel]]:
-    settings = make_settings(tmp_path / "data", default_model=QWEN, parallel=4, max_queue=8)
+    # the stream caps (tested in test_stream_caps) off: this server is about the engine's queue
+    caps = {"max_streams_per_identity": 0, "max_streams_per_address": 0, "max_streams": 0}
+    settings = make_settings(tmp_path / "data", default_model=QWEN, parallel=4, max_queue=8, **caps)
     kernel = Kernel(settings).start()
     kernel.load_model(QWEN)
     server = make_server("127.0.0.1", 0, create_app(kernel=kernel), threaded=True)

@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 from llama_gpu import Kernel, hookimpl
 from llama_gpu.api import create_app
 from llama_gpu.dashboard.socket import SocketChannel
-from llama_gpu.plugins.monitoring.socketio_bridge import CHANNELS
+from llama_gpu.plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS
 
 from .conftest import make_settings
 
@@ -52,8 +52,9 @@ SOCKET_EVENTS: dict[str, Any] = {
     "connect": None,  # authenticates: read at least (checked below)
     "disconnect": None,
     "*": None,  # unknown events: refused in the ack
-    "subscribe": {"channels": list(CHANNELS)},
-    "unsubscribe": {"channels": list(CHANNELS)},
+    # the channels a read key may join; those above ``read`` are walked separately below
+    "subscribe": {"channels": [c for c in CHANNELS if CHANNEL_ROLES.get(c, "read") == "read"]},
+    "unsubscribe": {"channels": [c for c in CHANNELS if CHANNEL_ROLES.get(c, "read") == "read"]},
     "chat": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
     "chat_cancel": {"request_id": "req-none"},
 }
@@ -218,6 +219,11 @@ def test_every_socketio_event_refuses_callers_without_its_role(walked: Walked) -
                 else:
                     assert answer.get("error", {}).get("code") not in ("AUTHENTICATION_FAILED", "PERMISSION_DENIED")
             assert declared_role(SocketChannel.on_chat) == "write"
+            above_read = [c for c in CHANNELS if CHANNEL_ROLES.get(c, "read") != "read"]
+            assert above_read, "no channel needs more than read: the walk below would prove nothing"
+            for channel in above_read:  # each channel's own role: a read key is refused it
+                answer = reader.call("subscribe", {"channels": [channel]}, timeout=30)
+                assert answer["success"] is False and answer["error"]["code"] == "PERMISSION_DENIED", channel
         finally:
             reader.disconnect()
     finally:

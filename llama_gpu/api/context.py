@@ -163,7 +163,7 @@ def acquire_stream(identity: Identity | None) -> StreamLease:
     request's teardown releases it at the latest (a refusal before any stream began).
     """
     limiter = cast(StreamLimiter, current_app.extensions[STREAMS])
-    name = (identity.owner or f"{identity.kind}:{identity.id}") if identity is not None else None
+    name = f"{identity.kind}:{identity.id}" if identity is not None else None
     return limiter.acquire(name, request.remote_addr or "unknown")
 
 

@@ -228,9 +228,7 @@ class SocketChannel:
                 self.failures.add(address)
                 raise
             if self.streams is not None:
-                lease = self.streams.acquire(
-                    identity.owner or f"{identity.kind}:{identity.id}", None, count_total=False
-                )
+                lease = self.streams.acquire(f"{identity.kind}:{identity.id}", None, count_total=False)
         except LlamaGPUError as exc:
             raise _refuse(exc) from None
         except Exception as exc:
