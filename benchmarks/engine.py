@@ -383,15 +383,20 @@ def main() -> None:
                 "LLAMA_GPU_MODELS_DIR": str(Path(args.data_dir) / "models"),
                 "LLAMA_GPU_PARALLEL": "8",
                 "LLAMA_GPU_AUTOLOAD_PLUGINS": "0",
+                "LLAMA_GPU_AUTH": "off",  # as llama-server: no keys
             }
             base = f"http://127.0.0.1:{port}"
             process = stack.enter_context(server(command, f"{base}/ready", env))
             time.sleep(2)  # let start-up work settle before reading the idle RSS
-            model = requests.get(f"{base}/api/v1/models/{QWEN}", timeout=30).json()["model"]
+            answer = requests.get(f"{base}/api/v1/models/{QWEN}", timeout=30).json()
+            model = answer.get("model") or {}
+            if not model:
+                print(name, answer, flush=True)
             notes.append(
                 f"`{name}` idle RSS with the default model ready: {rss_mb(process.pid):.0f} MB "
                 f"(model file {os.path.getsize(path) / 2**20:.0f} MB; the engine counts "
-                f"{(model.get('memory_usage') or 0) / 2**20:.0f} MB for weights and KV cache)."
+                f"{model.get('memory_usage')} for weights and KV cache, "
+                f"{(model.get('runtime') or {}).get('kv_cells')} KV cells)."
             )
             config = {"config": {"settings": {"n_threads": args.threads}}}
             requests.put(f"{base}/api/v1/plugins/llamacpp/config", json=config, timeout=30).raise_for_status()
@@ -426,6 +431,7 @@ def main() -> None:
             "LLAMA_GPU_DATA_DIR": tempfile.mkdtemp(prefix="llama-gpu-bench-", dir=args.data_dir),
             "LLAMA_GPU_MODELS_DIR": str(Path(args.data_dir) / "models"),
             "LLAMA_GPU_AUTOLOAD_PLUGINS": "0",
+            "LLAMA_GPU_AUTH": "off",  # as llama-server: no keys
             "LLAMA_GPU_PARALLEL": "1",
             "LLAMA_GPU_MAX_QUEUE": "0",
         }
