@@ -86,7 +86,7 @@ def raw_decode(path: str, sequences: int, tokens: int, threads: int) -> dict[str
     params.n_ctx, params.n_batch, params.n_ubatch = 4096 * sequences, 512, 512
     params.n_seq_max, params.kv_unified, params.no_perf = sequences, False, True
     params.n_threads = params.n_threads_batch = threads
-    params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_AUTO  # as the engine and llama.cpp by default
     ctx = lib.llama_init_from_model(model, params)
     batch = lib.llama_batch_init(512, 0, 1)
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
