@@ -33,8 +33,9 @@ test: $(VENV)/.all lint
 	scripts/ensure_nginx.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-# The engine benchmark: raw llama.cpp, llama-cpp-python's server and ours, in one run;
-# writes its table into docs/benchmarks.md (about 6 minutes on 2 cores).
+# The engine benchmark: llama.cpp's llama-server and llama-batched-bench (built once from the
+# pinned llama-cpp-python sdist: needs cmake, ninja, a C++ compiler) beside `serve` and
+# `serve --production`, in one run; writes its table into docs/benchmarks.md (about 6 minutes on 2 cores).
 bench-engine: $(VENV)/.all
 	$(BIN)/pip install -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/engine.py

@@ -1,27 +1,31 @@
-"""Engine benchmark: raw llama.cpp decoding, llama-cpp-python's server and LLaMA GPU, side by side in one run.
+"""Engine benchmark: llama.cpp's own C++ server and batched decoding beside LLaMA GPU, in one run.
 
 Usage: ``make bench-engine`` or ``.venv/bin/python benchmarks/engine.py [--runs 3] [--tokens 128]
-[--threads 2] [--out docs/benchmarks.md]`` (needs ``pip install -e '.[gguf,models,bench]'``).
+[--threads 2] [--parts batched-bench,llama-server,serve,production,overload] [--out docs/benchmarks.md]``
+(needs ``pip install -e '.[gguf,models,bench]'``, a C++ compiler, cmake and ninja).
 
-It measures, on one machine and one model (Qwen2.5-Coder-0.5B Q4_K_M), with the same threads:
+On one machine and one model file (Qwen2.5-Coder-0.5B Q4_K_M), with the same threads:
 
-(a) raw in-process decoding through llama-cpp-python's low-level API, no server: one
-    sequence, and 8 sequences in one batch (greedy, ``--tokens`` tokens each);
-(b) ``python -m llama_cpp.server`` (``interrupt_requests`` off), streaming chat;
-(c) ``llama-gpu serve``, streaming chat;
+- ``batched-bench``: llama.cpp's ``llama-batched-bench``, B=1 and B=8 (step time of a batch);
+- ``llama-server``: llama.cpp's C++ server, ``-np 8 -c 8192``;
+- ``serve`` / ``production``: ``llama-gpu serve`` (Werkzeug) and ``llama-gpu serve --production`` (gunicorn);
+- ``overload``: 503 answers from a full queue; ``raw`` / ``llama-cpp-python``: optional, in-process
+  decoding through the binding and ``python -m llama_cpp.server``.
 
-each server at concurrency 1 and 8: 128 output tokens, temperature 0, ``repeat_penalty`` 1.0.
-Figures are medians over ``--runs`` rounds: aggregate output tokens/s (all tokens over the
-wall time of the round), time to first token (median and max over requests), per-token
-latency (median over requests of the time between their tokens). It also times 503
-answers from a full queue and reads the engine's own figures (step time, Python work per
-step). The table goes into ``--out`` between markers. This is a benchmark, not a test:
-quote ratios, the machine is shared and noisy.
+Both llama.cpp tools are built by ``benchmarks/llamacpp_build.py`` from the llama.cpp sources
+inside the pinned llama-cpp-python sdist (cached). The servers run at once and their rounds
+are interleaved (c1 then c8, server after server, ``--runs`` times): streaming chat, 128
+output tokens, temperature 0, ``repeat_penalty`` 1.0, 8 different prompts. Figures are medians
+over rounds: aggregate output tokens/s, time to first token (median and max over requests),
+per-token latency. Idle RSS is read when a server first answers ready, with the default model
+loaded. The table goes into ``--out`` between markers. This is a benchmark, not a test: quote
+ratios inside one run, the machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -40,6 +44,18 @@ import requests
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 MESSAGE = "Write a long story about a dragon who learns to code."
+MESSAGES = [
+    MESSAGE,
+    "Explain how a hash map works, with an example in Python.",
+    "Write a poem about the sea at night, in twelve stanzas.",
+    "Describe the history of the printing press in detail.",
+    "Write a tutorial on binary search trees with code in C.",
+    "Tell a long fairy tale about a clockmaker and a fox.",
+    "Explain TCP congestion control to a new engineer.",
+    "Write a detailed recipe for bread, step by step.",
+]
+PARTS = ("batched-bench", "llama-server", "serve", "production", "overload")
+OPTIONAL_PARTS = ("raw", "llama-cpp-python")
 SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 MARK_BEGIN, MARK_END = "<!-- engine-benchmark:begin -->", "<!-- engine-benchmark:end -->"
 
@@ -70,7 +86,7 @@ def raw_decode(path: str, sequences: int, tokens: int, threads: int) -> dict[str
     params.n_ctx, params.n_batch, params.n_ubatch = 4096 * sequences, 512, 512
     params.n_seq_max, params.kv_unified, params.no_perf = sequences, False, True
     params.n_threads = params.n_threads_batch = threads
-    params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_AUTO  # as the engine and llama.cpp by default
     ctx = lib.llama_init_from_model(model, params)
     batch = lib.llama_batch_init(512, 0, 1)
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
@@ -123,7 +139,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], ready: str, env: dict[str, str] | None = None) -> Iterator[None]:
+def server(command: list[str], ready: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server until its ``ready`` URL answers 200; stop it afterwards."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server stops
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
@@ -141,7 +157,7 @@ def server(command: list[str], ready: str, env: dict[str, str] | None = None) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[:3]} not ready in 300 s")
             time.sleep(0.5)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -151,11 +167,11 @@ def server(command: list[str], ready: str, env: dict[str, str] | None = None) ->
         log.close()
 
 
-def chat_stream(base: str, model: str, tokens: int) -> dict[str, Any]:
+def chat_stream(base: str, model: str, tokens: int, message: str = MESSAGE) -> dict[str, Any]:
     """One streaming chat; arrival time of each content chunk."""
     body = {
         "model": model,
-        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": MESSAGE}],
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": message}],
         "max_tokens": tokens,
         "temperature": 0,
         "repeat_penalty": 1.0,
@@ -181,7 +197,7 @@ def load_round(base: str, model: str, concurrency: int, tokens: int) -> dict[str
 
     def client(i: int) -> None:
         barrier.wait()
-        results[i] = chat_stream(base, model, tokens)
+        results[i] = chat_stream(base, model, tokens, MESSAGES[i % len(MESSAGES)])
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
     for t in threads:
@@ -225,25 +241,35 @@ def overload_probe(base: str, model: str, probes: int = 20) -> dict[str, float]:
     return {"median_ms": statistics.median(latencies) * 1000, "max_ms": max(latencies) * 1000, "n": len(latencies)}
 
 
+# ----------------------------------------------------------------------------- llama.cpp tools
+def batched_bench(
+    binary: Path, path: str, prompt_tokens: int, tokens: int, threads: int
+) -> dict[int, dict[str, float]]:
+    """``llama-batched-bench`` at B=1 and B=8: decode tokens/s and the time of one decode step, per batch size."""
+    command = [str(binary), "-m", path, "-c", "8192", "-b", "512", "-ub", "512", "-npp", str(prompt_tokens)]
+    command += ["-ntg", str(tokens), "-npl", "1,8", "-t", str(threads), "-tb", str(threads), "--output-format", "jsonl"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rows: dict[int, dict[str, float]] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            rows[int(r["pl"])] = {
+                "tokens_per_second": float(r["speed_tg"]),
+                "step_ms": float(r["t_tg"]) / int(r["tg"]) * 1000,
+                "prompt_tokens_per_second": float(r["speed_pp"]),
+            }
+    return rows
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, MB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
 # ----------------------------------------------------------------------------- report
-def ratios(figures: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
-    """The ratios the targets are stated in (raw decodes every prompt, so compare it with no prefix cache)."""
-    plain = "LLaMA GPU, no prefix cache,"
-    ours1, ours8, raw1, raw8 = (figures[k] for k in (f"{plain} c1", f"{plain} c8", "raw c1", "raw c8"))
-    cached8, theirs8 = figures["LLaMA GPU c8"], figures["llama_cpp.server c8"]
-
-    def rate(a: dict[str, float], b: dict[str, float]) -> str:
-        return f"{a['tokens_per_second'] / b['tokens_per_second']:.2f}"
-
-    return [
-        ("c1, no prefix cache / raw batch 1, tokens/s", rate(ours1, raw1)),
-        ("c1, no prefix cache: TTFT minus raw TTFT (ms)", f"{(ours1['ttft_median'] - raw1['ttft_median']) * 1000:.0f}"),
-        ("c8, no prefix cache / raw batch 8, tokens/s", rate(ours8, raw8)),
-        ("c8 / llama_cpp.server c8 (both reuse the cached prompt), tokens/s", rate(cached8, theirs8)),
-        ("c8, no prefix cache / llama_cpp.server c8, tokens/s", rate(ours8, theirs8)),
-    ]
-
-
 def row(name: str, figures: dict[str, float]) -> str:
     """One line of the results table."""
     return (
@@ -252,77 +278,194 @@ def row(name: str, figures: dict[str, float]) -> str:
     )
 
 
+def target_rows(figures: dict[str, dict[str, float]], bench: dict[int, dict[str, float]]) -> list[str]:
+    """The issue's targets as ratios measured in this run (``n/a`` where a part did not run)."""
+    out = []
+
+    def ratio(label: str, a: str, b: str, key: str, goal: str, invert: bool = False) -> None:
+        if a in figures and b in figures:
+            x, y = figures[a][key], figures[b][key]
+            value = y / x if invert else x / y
+            out.append(f"| {label} | {value:.2f} | {goal} |")
+
+    for ours in ("serve", "serve --production"):
+        ratio(
+            f"`{ours}` c1 / `llama-server` c1, tokens/s", f"{ours} c1", "llama-server c1", "tokens_per_second", "≥ 1.05"
+        )
+        if 1 in bench and f"{ours} c1" in figures:
+            value = figures[f"{ours} c1"]["tokens_per_second"] / bench[1]["tokens_per_second"]
+            out.append(f"| `{ours}` c1 / `llama-batched-bench` B=1 decode, tokens/s | {value:.2f} | ≥ 0.9 |")
+        ratio(
+            f"`{ours}` c8 / `llama-server` c8, tokens/s", f"{ours} c8", "llama-server c8", "tokens_per_second", "≥ 1.0"
+        )
+        ratio(
+            f"`llama-server` c8 TTFT median / `{ours}`'s", f"{ours} c8", "llama-server c8", "ttft_median", "≥ 1.0",
+            invert=True,
+        )  # fmt: skip
+    ratio(
+        "`serve --production` c8 / `serve` c8, tokens/s",
+        "serve --production c8",
+        "serve c8",
+        "tokens_per_second",
+        "≥ 1.0",
+    )
+    return out
+
+
 def main() -> None:
-    """Run every measurement, print the table and write it into ``--out``."""
+    """Run the chosen parts, print the table and write it into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS + OPTIONAL_PARTS)}")
     parser.add_argument("--data-dir", default=tempfile.mkdtemp(prefix="llama-gpu-bench-"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS + OPTIONAL_PARTS):
+        parser.error(f"unknown parts: {sorted(parts - set(PARTS + OPTIONAL_PARTS))}")
     path = model_path(args.data_dir)
-    raw_decode(path, 1, 8, args.threads)  # warm-up: map the weights
     figures: dict[str, dict[str, float]] = {}
-    figures["raw c1"] = median_of([raw_decode(path, 1, args.tokens, args.threads) for _ in range(args.runs)])
-    figures["raw c8"] = median_of([raw_decode(path, 8, args.tokens, args.threads) for _ in range(args.runs)])
-    print("raw", figures, flush=True)
+    notes: list[str] = []
+    bench: dict[int, dict[str, float]] = {}
+    bin_dir = None
+    if parts & {"batched-bench", "llama-server"}:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from llamacpp_build import build
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    theirs = [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", QWEN]
-    theirs += ["--n_ctx", "4096", "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)]
-    theirs += ["--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)]
-    with server(theirs, f"{base}/v1/models"):
-        load_round(base, QWEN, 1, 8)  # warm-up
-        for c in (1, 8):
-            figures[f"llama_cpp.server c{c}"] = median_of(
-                [load_round(base, QWEN, c, args.tokens) for _ in range(args.runs)]
+        bin_dir = build()
+
+    if "raw" in parts:
+        raw_decode(path, 1, 8, args.threads)  # warm-up: map the weights
+        figures["raw c1"] = median_of([raw_decode(path, 1, args.tokens, args.threads) for _ in range(args.runs)])
+        figures["raw c8"] = median_of([raw_decode(path, 8, args.tokens, args.threads) for _ in range(args.runs)])
+    if "batched-bench" in parts:
+        assert bin_dir is not None
+        import llama_cpp
+
+        vocab = llama_cpp.Llama(path, n_ctx=64, vocab_only=True, verbose=False)
+        prompt = (
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{MESSAGE}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        prompt_tokens = len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
+        vocab.close()
+        bench = batched_bench(bin_dir / "llama-batched-bench", path, prompt_tokens, args.tokens, args.threads)
+        print("llama-batched-bench", bench, flush=True)
+
+    servers: dict[str, str] = {}  # name -> base URL
+    pids: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        if "llama-cpp-python" in parts:
+            port = free_port()
+            command = [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", QWEN]
+            command += ["--n_ctx", "4096", "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)]
+            command += ["--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)]
+            stack.enter_context(server(command, f"http://127.0.0.1:{port}/v1/models"))
+            servers["llama_cpp.server"] = f"http://127.0.0.1:{port}"
+        if "llama-server" in parts:
+            assert bin_dir is not None
+            port = free_port()
+            command = [str(bin_dir / "llama-server"), "-m", path, "-np", "8", "-c", "8192", "-t", str(args.threads)]
+            command += ["-tb", str(args.threads), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+            process = stack.enter_context(server(command, f"http://127.0.0.1:{port}/health"))
+            servers["llama-server"] = f"http://127.0.0.1:{port}"
+            pids["llama-server"] = process.pid
+        for name, flag in (("serve", []), ("serve --production", ["--production"])):
+            if (name == "serve" and "serve" not in parts) or (name != "serve" and "production" not in parts):
+                continue
+            port = free_port()
+            data = tempfile.mkdtemp(prefix="llama-gpu-bench-", dir=args.data_dir)
+            command = [str(Path(sys.executable).parent / "llama-gpu"), "serve", *flag, "--host", "127.0.0.1"]
+            command += ["--port", str(port)]
+            env = {
+                "LLAMA_GPU_DATA_DIR": data,
+                "LLAMA_GPU_MODELS_DIR": str(Path(args.data_dir) / "models"),
+                "LLAMA_GPU_PARALLEL": "8",
+                "LLAMA_GPU_AUTOLOAD_PLUGINS": "0",
+                "LLAMA_GPU_AUTH": "off",  # as llama-server: no keys
+            }
+            base = f"http://127.0.0.1:{port}"
+            process = stack.enter_context(server(command, f"{base}/ready", env))
+            time.sleep(2)  # let start-up work settle before reading the idle RSS
+            answer = requests.get(f"{base}/api/v1/models/{QWEN}", timeout=30).json()
+            model = answer.get("model") or {}
+            if not model:
+                print(name, answer, flush=True)
+            notes.append(
+                f"`{name}` idle RSS with the default model ready: {rss_mb(process.pid):.0f} MB "
+                f"(model file {os.path.getsize(path) / 2**20:.0f} MB; the engine counts "
+                f"{model.get('memory_usage')} for weights and KV cache, "
+                f"{(model.get('runtime') or {}).get('kv_cells')} KV cells)."
             )
-    print("llama_cpp.server", figures, flush=True)
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    ours = [str(Path(sys.executable).parent / "llama-gpu"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    env = {"LLAMA_GPU_DATA_DIR": args.data_dir, "LLAMA_GPU_PARALLEL": "8", "LLAMA_GPU_AUTOLOAD_PLUGINS": "0"}
-    with server(ours, f"{base}/ready", env):
-        for label, prefix_cache in (("LLaMA GPU", True), ("LLaMA GPU, no prefix cache,", False)):
-            config = {"config": {"settings": {"n_threads": args.threads, "prefix_cache": prefix_cache}}}
+            config = {"config": {"settings": {"n_threads": args.threads}}}
             requests.put(f"{base}/api/v1/plugins/llamacpp/config", json=config, timeout=30).raise_for_status()
             requests.delete(f"{base}/api/v1/models/{QWEN}/unload", timeout=60).raise_for_status()
             requests.post(f"{base}/api/v1/models/{QWEN}/load", json={}, timeout=300).raise_for_status()
+            servers[name], pids[name] = base, process.pid
+        if "llama-server" in pids:
+            notes.append(f"`llama-server` idle RSS: {rss_mb(pids['llama-server']):.0f} MB.")
+        for base in servers.values():
             load_round(base, QWEN, 1, 8)  # warm-up
+        rounds: dict[str, list[dict[str, float]]] = {}
+        for _ in range(args.runs):  # interleaved: every server sees the same noise
             for c in (1, 8):
-                rounds = [load_round(base, QWEN, c, args.tokens) for _ in range(args.runs)]
-                figures[f"{label} c{c}"] = median_of(rounds)
-            if prefix_cache:
-                engine = requests.get(f"{base}/api/v1/models/{QWEN}", timeout=30).json()["model"]["engine"]
-    print("LLaMA GPU", {k: v for k, v in figures.items() if k.startswith("LLaMA")}, engine, flush=True)
-    env.update(LLAMA_GPU_PARALLEL="1", LLAMA_GPU_MAX_QUEUE="0")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    ours[-1] = str(port)
-    with server(ours, f"{base}/ready", env):
-        overload = overload_probe(base, QWEN)
+                for name, base in servers.items():
+                    rounds.setdefault(f"{name} c{c}", []).append(load_round(base, QWEN, c, args.tokens))
+        for key in sorted(rounds, key=lambda k: (k[-1], list(servers).index(k.rsplit(" ", 1)[0]))):
+            figures[key] = median_of(rounds[key])
+        for name in ("serve", "serve --production"):
+            if name in servers:
+                engine = requests.get(f"{servers[name]}/api/v1/models/{QWEN}", timeout=30).json()["model"]["engine"]
+                notes.append(
+                    f"`{name}` engine: step {engine['step_ms']} ms median, of which outside `llama_decode` "
+                    f"{engine['step_overhead_ms']} ms; mean batch {engine['batch_size']} sequences."
+                )
+    print(json.dumps(figures, indent=1), flush=True)
+
+    if "overload" in parts:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        command = [str(Path(sys.executable).parent / "llama-gpu"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        env = {
+            "LLAMA_GPU_DATA_DIR": tempfile.mkdtemp(prefix="llama-gpu-bench-", dir=args.data_dir),
+            "LLAMA_GPU_MODELS_DIR": str(Path(args.data_dir) / "models"),
+            "LLAMA_GPU_AUTOLOAD_PLUGINS": "0",
+            "LLAMA_GPU_AUTH": "off",  # as llama-server: no keys
+            "LLAMA_GPU_PARALLEL": "1",
+            "LLAMA_GPU_MAX_QUEUE": "0",
+        }
+        with server(command, f"{base}/ready", env):
+            overload = overload_probe(base, QWEN)
+        notes.append(
+            f"A full queue answers 503 in {overload['median_ms']:.1f} ms median, {overload['max_ms']:.1f} ms max "
+            f"({overload['n']:.0f} requests while the only slot is busy, `LLAMA_GPU_PARALLEL=1 LLAMA_GPU_MAX_QUEUE=0`; "
+            "target < 50 ms)."
+        )
 
     lines = [
         f"Qwen2.5-Coder-0.5B-Instruct Q4_K_M, {args.threads} threads, {args.tokens} output tokens, temperature 0, "
-        f"median of {args.runs} rounds; `python benchmarks/engine.py` on {os.cpu_count()} cores.",
+        f"8 different prompts, streaming chat, median of {args.runs} interleaved rounds; "
+        f"`python benchmarks/engine.py --parts {','.join(sorted(parts))}` on {os.cpu_count()} cores.",
         "",
         "| run | output tokens/s | TTFT median (ms) | TTFT max (ms) | per-token latency (ms) | tokens/request |",
         "|---|---|---|---|---|---|",
         *(row(name, f) for name, f in figures.items()),
-        "",
-        "| ratio | value |",
-        "|---|---|",
-        *(f"| {label} | {value} |" for label, value in ratios(figures)),
-        "",
-        f"Engine figures after the rounds: step {engine['step_ms']} ms median, of which the engine's own work "
-        f"(batch filling, sampling, hand-off; everything outside `llama_decode`) {engine['step_overhead_ms']} ms; "
-        f"mean batch {engine['batch_size']} sequences.",
-        f"A full queue answers 503 in {overload['median_ms']:.1f} ms median, {overload['max_ms']:.1f} ms max "
-        f"({overload['n']:.0f} requests while the only slot is busy, `LLAMA_GPU_PARALLEL=1 LLAMA_GPU_MAX_QUEUE=0`).",
     ]
+    if bench:
+        lines += [
+            "",
+            "| `llama-batched-bench` | decode tokens/s | step (ms) | prompt tokens/s |",
+            "|---|---|---|---|",
+            *(
+                f"| B={b} | {r['tokens_per_second']:.1f} | {r['step_ms']:.1f} | {r['prompt_tokens_per_second']:.1f} |"
+                for b, r in sorted(bench.items())
+            ),
+        ]
+    targets = target_rows(figures, bench)
+    if targets:
+        lines += ["", "| target | measured | goal |", "|---|---|---|", *targets]
+    lines += ["", *(f"- {n}" for n in notes)]
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)

@@ -204,7 +204,14 @@ def test_chat_template_injection_is_refused(kernel: Kernel) -> None:
 
 
 def test_absurd_parameters_are_refused(kernel: Kernel) -> None:
-    for settings in ({"n_ctx": 0}, {"n_threads": -2}, {"n_batch": "many"}, {"flash_attn": 1}, {"bogus": 1}):
+    for settings in (
+        {"n_ctx": 0},
+        {"n_threads": -2},
+        {"n_batch": "many"},
+        {"flash_attn": 1},
+        {"flash_attn": "on"},
+        {"bogus": 1},
+    ):
         with pytest.raises(InvalidInput):
             kernel.configure_plugin("llamacpp", {"settings": settings})
     kernel.unload_model(GEMMA) if GEMMA in kernel.registry.loaded() else None

@@ -198,6 +198,20 @@ def test_a_prompt_longer_than_a_sequence_context_names_the_limits(kernel: Kernel
     assert info.value.details["prompt_tokens"] > n_ctx
 
 
+def test_a_cache_smaller_than_the_demand_makes_requests_wait_not_fail(tmp_path: Path) -> None:
+    kernel = Kernel(make_settings(tmp_path / "data", default_model=QWEN, parallel=4)).start()
+    try:
+        kernel.configure_plugin("llamacpp", {"settings": {"n_ctx": 256, "kv_size": 256}})
+        kernel.load_model(QWEN)
+        runner = kernel.registry.engine(QWEN).runner
+        assert runner.kv_cells == 256  # one sequence at its longest; two of these requests, not three
+        responses = together(kernel, [greedy("The capital of France is", max_tokens=100) for _ in range(4)])
+        assert all(r is not None and "Paris" in r.text for r in responses), responses
+        assert 200 < runner.peak_cells <= 256
+    finally:
+        kernel.stop()
+
+
 def test_json_mode_in_a_batch(kernel: Kernel) -> None:
     json_request = InferenceRequest(
         prompt="Give a JSON object with keys name and age for Alice, 30:",

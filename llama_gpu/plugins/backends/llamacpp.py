@@ -3,8 +3,10 @@
 Settings: ``n_ctx`` (context per sequence, default 4096), ``n_threads`` (0: every core; the
 library's default of one thread is half the speed on two cores), ``n_batch`` (tokens per
 decode step, prompt chunks included), ``n_gpu_layers`` (-1: every layer when the build can
-offload), ``flash_attn``, ``prefix_cache`` (reuse a finished sequence's cells for a prompt
-that starts the same way).
+offload), ``flash_attn`` (``"auto"``, the default as in llama.cpp: on where the device supports it;
+true; false), ``prefix_cache`` (reuse a finished sequence's cells for a prompt
+that starts the same way), ``kv_size`` (cells of the engine's KV cache, shared by its sequences;
+default 8192, 0: ``parallel * n_ctx``).
 
 The serving engine drives a :class:`~.llamacpp_batch.LlamaBatchRunner`: ``parallel``
 sequences (``LLAMA_GPU_PARALLEL``) of ``n_ctx`` tokens each, continuously batched in a
@@ -35,13 +37,23 @@ DEFAULTS: dict[str, Any] = {
     "n_threads": 0,
     "n_batch": 512,
     "n_gpu_layers": -1,
-    "flash_attn": False,
+    "flash_attn": "auto",
     "prefix_cache": True,
+    "kv_size": 8192,
 }
 #: Settings of the engine, not of ``Llama()``.
-ENGINE_SETTINGS = ("prefix_cache",)
+ENGINE_SETTINGS = ("prefix_cache", "kv_size")
 #: Largest context of the embedding context (its KV cache is counted in ``memory_bytes``).
 EMBED_CONTEXT = 2048
+
+
+def flash_attn_type(value: bool | str) -> int:
+    """llama.cpp's ``flash_attn_type`` for the ``flash_attn`` setting (``"auto"``: wherever the device supports it)."""
+    import llama_cpp
+
+    if value == "auto":
+        return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if value else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
 def gpu_offload_supported() -> bool:
@@ -276,6 +288,7 @@ class LlamaCppModel(LoadedModel):
             "n_gpu_layers": self._params["n_gpu_layers"],
             "flash_attn": self._params["flash_attn"],
             "prefix_cache": self._runner.prefix_cache if self._runner is not None else False,
+            "kv_cells": self._runner.kv_cells if self._runner is not None else 0,
             "chat_template": self.template_source,
         }
 
@@ -327,7 +340,11 @@ class LlamaCppBackend(Backend):
             raise ModelLoadFailed(f"model file of {spec.id!r} not found: {path}", details={"path": path})
         params = self._params(options)
         try:
-            llm = Llama(path, verbose=False, **{k: v for k, v in params.items() if k not in ENGINE_SETTINGS})
+            kwargs = {k: v for k, v in params.items() if k not in ENGINE_SETTINGS}
+            # ``Llama()`` takes a bool: "auto" is on, which is what llama.cpp's auto picks on the CPU
+            # (and on CUDA for these models), so this context computes as the engine's does.
+            kwargs["flash_attn"] = params["flash_attn"] is not False
+            llm = Llama(path, verbose=False, **kwargs)
         except Exception as exc:  # llama.cpp reports a bad file as ValueError; wrap anything
             raise ModelLoadFailed(
                 f"llama.cpp could not load {spec.id!r} ({Path(path).name}): {exc}. "
@@ -359,8 +376,9 @@ class LlamaCppBackend(Backend):
             "n_threads": threads,
             "n_batch": s["n_batch"],
             "n_gpu_layers": n_gpu_layers,
-            "flash_attn": bool(s["flash_attn"]),
+            "flash_attn": s["flash_attn"] if s["flash_attn"] == "auto" else bool(s["flash_attn"]),
             "prefix_cache": bool(s["prefix_cache"]),
+            "kv_size": s["kv_size"],
         }
 
 
@@ -388,11 +406,13 @@ class LlamaCppPlugin:
             "n_threads": lambda v: isinstance(v, int) and v >= 0,
             "n_batch": lambda v: isinstance(v, int) and v >= 1,
             "n_gpu_layers": lambda v: isinstance(v, int) and v >= -1,
-            "flash_attn": lambda v: isinstance(v, bool),
+            "flash_attn": lambda v: isinstance(v, bool) or v == "auto",
             "prefix_cache": lambda v: isinstance(v, bool),
+            "kv_size": lambda v: isinstance(v, int) and v >= 0,
         }
         for key, value in settings.items():
-            if isinstance(value, bool) != (key in ("flash_attn", "prefix_cache")) or not checks[key](value):
+            boolean = key in ("flash_attn", "prefix_cache")
+            if (isinstance(value, bool) != boolean and value != "auto") or not checks[key](value):
                 raise ValueError(f"invalid {key}: {value!r}")
         self.settings.update(settings)
 

@@ -1,9 +1,14 @@
 """Continuous batching for llama.cpp: several sequences in one context through ``llama_batch``.
 
-The runner owns a second context on the model's weights with ``parallel`` sequences, each
-with its own ``n_ctx`` cells (a non-unified KV cache, so a sequence attends only to its own
-cells). Each step builds one batch: the next token of every decoding sequence, then prompt
-chunks of newcomers within ``n_batch`` tokens in all, so running streams keep flowing
+The runner owns a second context on the model's weights with ``parallel`` sequences in one
+unified KV cache of ``kv_size`` cells (default 8192, at most ``parallel * n_ctx``): a sequence
+may grow to ``n_ctx`` cells, and the cache is sized to what is used rather than to every
+sequence at its longest. A sequence's prompt is fed only once its cells (prompt plus
+``max_tokens``) are free, so a decode never runs out of cells: until then it waits, and
+cached prefixes of finished sequences are dropped to make room.
+
+Each step builds one batch: the next token of every decoding sequence, then prompt chunks
+of newcomers within ``n_batch`` tokens in all, so running streams keep flowing
 while a long prompt is processed over several steps. A finished sequence's cells stay in
 its slot: a newcomer takes the free slot whose cells share the longest prefix with its
 prompt and decodes only the rest (``prefix_cache``; off for sliding-window models, whose
@@ -46,6 +51,8 @@ class _State:
     produced: int = 0
     last: int = -1  # sampled token to feed in the next step
     row: int = -1  # this step's batch row whose logits it samples
+    reserve: int = 0  # cells it may come to hold (prompt plus max_tokens)
+    started: bool = False  # its cells are reserved and its prompt is being fed
 
 
 class LlamaBatchRunner(BatchRunner):
@@ -54,23 +61,24 @@ class LlamaBatchRunner(BatchRunner):
     def __init__(self, model: LlamaCppModel, parallel: int, params: dict[str, Any]) -> None:
         import llama_cpp
 
+        from .llamacpp import flash_attn_type
+
         self._lib = llama_cpp
         self._model = model
         self.max_sequences = parallel
         self.n_ctx = params["n_ctx"]
         self.n_batch = max(params["n_batch"], parallel)
+        kv_size = params.get("kv_size") or self.n_ctx * parallel
+        #: Cells of the unified cache: enough for one sequence at its longest, no more than all at theirs.
+        self.kv_cells = max(self.n_ctx, min(int(kv_size), self.n_ctx * parallel))
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx * parallel
+        cparams.n_ctx = self.kv_cells
         cparams.n_batch = cparams.n_ubatch = self.n_batch
         cparams.n_seq_max = parallel
         cparams.n_threads = cparams.n_threads_batch = params["n_threads"]
-        cparams.kv_unified = False
+        cparams.kv_unified = True
         cparams.no_perf = True
-        cparams.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if params["flash_attn"]
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        cparams.flash_attn_type = flash_attn_type(params["flash_attn"])
         llm_model = model.native_model
         self._ctx = llama_cpp.llama_init_from_model(llm_model, cparams)
         if not self._ctx:
@@ -87,6 +95,8 @@ class LlamaBatchRunner(BatchRunner):
         self._cells: list[list[int]] = [[] for _ in range(parallel)]
         self.prefix_cache = bool(params.get("prefix_cache", True)) and llama_cpp.llama_model_n_swa(llm_model) == 0
         self.reused_tokens = 0
+        #: Most cells ever reserved or held at once (never above ``kv_cells``).
+        self.peak_cells = 0
         self._active: list[Sequence] = []
         self._piece = ctypes.create_string_buffer(256)
         self._decode_seconds = 0.0
@@ -126,6 +136,7 @@ class LlamaBatchRunner(BatchRunner):
         del self._cells[slot][keep:]
         self.reused_tokens += keep
         state = _State(slot=slot, sampler=self._sampler(seq), stops=StopBuffer(seq.request.stop), fed=keep, n_past=keep)
+        state.reserve = len(seq.prompt) + seq.request.max_tokens
         seq.state = state
         self._active.append(seq)
 
@@ -218,7 +229,7 @@ class LlamaBatchRunner(BatchRunner):
         for seq in pending:  # prompts in arrival order, chunked to what the batch has left
             state, prompt = seq.state, seq.prompt or []
             take = min(self.n_batch - n, len(prompt) - state.fed)
-            if take <= 0:
+            if take <= 0 or not (state.started or self._reserve(seq)):
                 break
             for token in prompt[state.fed : state.fed + take]:
                 add(token, state.n_past, state.slot, False)
@@ -229,6 +240,31 @@ class LlamaBatchRunner(BatchRunner):
                 state.row = n - 1
         batch.n_tokens = n
         return n
+
+    def _reserve(self, seq: Sequence) -> bool:
+        """Reserve ``seq``'s cells in the cache, dropping cached prefixes if needed; False: not yet."""
+        state: _State = seq.state
+        waiting = [s for s in self._active if s is not seq and not s.state.started]
+
+        def used() -> int:
+            held = sum(s.state.reserve for s in self._active if s.state.started)
+            held += sum(len(self._cells[s.state.slot]) for s in waiting)  # kept prefixes of those not fed yet
+            return held + sum(len(self._cells[slot]) for slot in self._free)
+
+        victims = [slot for slot in self._free if self._cells[slot]]
+        victims += [s.state.slot for s in waiting if self._cells[s.state.slot]]
+        while used() + state.reserve > self.kv_cells and victims:
+            slot = victims.pop(0)
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._cells[slot].clear()
+            for other in waiting:
+                if other.state.slot == slot:
+                    other.state.fed = other.state.n_past = 0
+        if used() + state.reserve > self.kv_cells:
+            return False
+        state.started = True
+        self.peak_cells = max(self.peak_cells, used())  # its own reserve included now
+        return True
 
     def _sample(self, seq: Sequence, state: _State) -> list[GeneratedToken]:
         lib, request = self._lib, seq.request

@@ -21,8 +21,10 @@ CHUNK = 64
 class Scorer:
     """A scoring context on a loaded ``llama_model``; not thread-safe (the model's score lock guards it)."""
 
-    def __init__(self, llama_model: Any, n_ctx: int, n_threads: int, flash_attn: bool = False) -> None:
+    def __init__(self, llama_model: Any, n_ctx: int, n_threads: int, flash_attn: bool | str = False) -> None:
         import llama_cpp
+
+        from .llamacpp import flash_attn_type
 
         self._lib = llama_cpp
         self.n_ctx = n_ctx
@@ -33,9 +35,7 @@ class Scorer:
         params.n_threads = params.n_threads_batch = n_threads
         params.no_perf = True
         # as the engine's context: flash attention only when configured (its rounding differs)
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        params.flash_attn_type = flash_attn_type(flash_attn)
         self._ctx = llama_cpp.llama_init_from_model(llama_model, params)
         if not self._ctx:
             raise ModelLoadFailed(f"llama.cpp could not create a scoring context of {n_ctx} tokens")
