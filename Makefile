@@ -41,12 +41,12 @@ bench-engine: $(VENV)/.all
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/engine.py
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check llama_gpu tests examples scripts benchmarks clients/python
-	$(BIN)/ruff format --check llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff check conftest.py llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff format --check conftest.py llama_gpu tests examples scripts benchmarks clients/python
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix llama_gpu tests examples scripts benchmarks clients/python
-	$(BIN)/ruff format llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff check --fix conftest.py llama_gpu tests examples scripts benchmarks clients/python
+	$(BIN)/ruff format conftest.py llama_gpu tests examples scripts benchmarks clients/python
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

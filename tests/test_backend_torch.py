@@ -206,6 +206,7 @@ def test_conversion_cache_serves_the_second_load(backend: TorchBackend, gemma: T
         again.close()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda(backend: TorchBackend, gemma: TorchModel, gemma_file: Path) -> None:
     model = backend.load(gemma_spec(gemma_file), str(gemma_file), LoadOptions(device="cuda"))
@@ -272,6 +273,7 @@ def test_unknown_quantization(backend: TorchBackend, gemma_file: Path) -> None:
         backend.load(gemma_spec(gemma_file), str(gemma_file), LoadOptions(device="cpu", quantization="fp16"))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda(backend: TorchBackend, gemma_file: Path) -> None:
     with pytest.raises(BackendUnavailable, match="CUDA"):

@@ -1,0 +1,34 @@
+"""The skip policy of the whole suite (``tests`` and ``clients/python/tests``).
+
+Under ``LLAMA_GPU_REQUIRE_SERVICES=1`` (CI) a skipped test is a failure, whatever skipped it
+(a missing service, a missing browser or nginx, a ``skipif`` whose condition broke), so a
+test can never vanish while CI stays green. Tests marked ``gpu`` are the exception: whether
+they run depends on the machine having an NVIDIA GPU. Without the variable (a laptop with no
+PostgreSQL), skips stay skips, with their reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+
+import pytest
+
+pytest_plugins = ["pytester"]  # tests/test_skip_policy.py runs this hook in an inner session
+
+REQUIRE = "LLAMA_GPU_REQUIRE_SERVICES"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Turn a skip into a failure under ``LLAMA_GPU_REQUIRE_SERVICES=1``, except for ``gpu`` tests."""
+    report = yield
+    required = os.environ.get(REQUIRE) == "1"
+    # an expected failure (xfail) is reported as skipped too, and is not a skip
+    if required and report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("gpu") is None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE}=1 and this test was skipped ({reason}); only tests marked `gpu` may skip"
+    return report
