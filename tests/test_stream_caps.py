@@ -273,3 +273,53 @@ def test_open_sse_streams_hold_their_slot_until_they_end(tmp_path: Path) -> None
         for response in opened:
             response.close()
         live.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/api/v1/stream_infer"])
+def test_a_client_that_resets_after_the_last_event_gives_its_slot_back(tmp_path: Path, path: str) -> None:
+    """Werkzeug skips the response's close() when the client resets the connection after the last chunk
+    (a benchmark client does: it stops reading at the end and closes); the slot must come back anyway."""
+    import struct
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from llama_gpu import Kernel
+    from llama_gpu.api import create_app
+    from llama_gpu.api.context import STREAMS
+
+    from .conftest import make_settings
+
+    kernel = Kernel(make_settings(tmp_path, max_streams_per_identity=2)).start()
+    app = create_app(kernel=kernel)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    limiter = app.extensions[STREAMS]
+    body = (
+        {"model": "echo", "prompt": "one two three four", "max_tokens": 4, "stream": True}
+        if path.startswith("/v1")
+        else {"text": "one two three four", "model": "echo", "max_tokens": 4}
+    )
+    last = b"[DONE]" if path.startswith("/v1") else b'"is_complete": true'
+    try:
+        for _ in range(5):  # more than the cap of 2: a leaked slot would refuse the third
+            payload = json.dumps(body).encode()
+            with pysocket.create_connection(("127.0.0.1", server.server_port), timeout=60) as sock:
+                head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                sock.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+                received = b""
+                while last not in received:
+                    chunk = sock.recv(65536)
+                    assert chunk, received[-300:]
+                    received += chunk
+                assert b" 200 " in received.split(b"\r\n", 1)[0], received[:200]
+                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            deadline = time.monotonic() + 60
+            while limiter.open("total"):
+                assert time.monotonic() < deadline, "the stream's slot was never given back"
+                time.sleep(0.05)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        kernel.stop(timeout=5)

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, g, jsonify, stream_with_context
 
 from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
+from ..kernel.streams import StreamLease
 from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id
 from .context import get_kernel, json_body, require, utc_timestamp
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
@@ -94,6 +95,7 @@ def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], Non
 
     ``on_close`` runs when the response ends however it ends (even if never iterated).
     """
+    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
 
     def generate() -> Iterator[str]:
         try:
@@ -104,16 +106,27 @@ def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], Non
             message = getattr(exc, "message", "inference failed")
             yield f"data: {json.dumps({'error': {'code': code, 'message': message}})}\n\n"
         finally:
-            on_close()
+            end_stream(on_close, lease)
 
     response = Response(stream_with_context(generate()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(on_close)
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-    if lease is not None:  # (the request's teardown runs when the view returns, before the stream)
-        response.call_on_close(lease.release)
+    response.call_on_close(lambda: end_stream(on_close, lease))
     return response
+
+
+def end_stream(on_close: Callable[[], None], lease: StreamLease | None) -> None:
+    """Cancel what the stream left running and give its slot back (idempotent).
+
+    Called when the stream's generator ends and again when the response closes: Werkzeug's
+    server skips ``close()`` when the client resets the connection after the last chunk (it
+    drains the socket first), so the generator's own end must release the slot too.
+    """
+    try:
+        on_close()
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 # ---------------------------------------------------------------- shared helpers

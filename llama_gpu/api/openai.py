@@ -22,6 +22,7 @@ from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.inference import InferenceStream
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
 from .context import get_kernel, json_body, require
+from .infer import end_stream
 from .openai_schemas import (
     MAX_LOGPROB_ENTRIES,
     MAX_REQUEST_SEQUENCES,
@@ -155,21 +156,23 @@ def _completion_logprobs(chunks: list[Chunk], offset: int) -> dict[str, Any]:
 
 
 def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Response:
+    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
+
     def generate() -> Iterator[str]:
         try:
-            for event in events:
-                yield f"data: {json.dumps(event)}\n\n"
-        except LlamaGPUError as exc:
-            yield f"data: {json.dumps({'error': openai_error_body(exc)['error']})}\n\n"
-        yield "data: [DONE]\n\n"
+            try:
+                for event in events:
+                    yield f"data: {json.dumps(event)}\n\n"
+            except LlamaGPUError as exc:
+                yield f"data: {json.dumps({'error': openai_error_body(exc)['error']})}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # also when the response closes (Werkzeug may skip close() after a reset)
+            end_stream(on_close, lease)
 
     response = Response(stream_with_context(generate()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(on_close)
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-    if lease is not None:  # (the request's teardown runs when the view returns, before the stream)
-        response.call_on_close(lease.release)
+    response.call_on_close(lambda: end_stream(on_close, lease))
     return response
 
 
