@@ -169,7 +169,7 @@ def evaluate(model_id: str) -> Response:
     results: list[dict[str, Any]] = []
     collected: list[Any] = []
     stored = {"name": f"evaluation of {spec.id}", "model": spec.id, "target": spec.id, "started_at": started}
-    stored["owner"] = owner_of(kernel.services.get("db"), identity)[:64]
+    stored["owner"] = owner_of(identity)[:64]
     stored["config"] = {"prompts": len(body["prompts"]), "metrics": body["metrics"], **config}
     try:
         for item in body["prompts"]:
@@ -242,7 +242,7 @@ def metrics_history() -> Response:
             BenchmarkRun.id, BenchmarkRun.kind, BenchmarkRun.model, BenchmarkRun.summary, moment.label("moment")
         ).where(BenchmarkRun.status == "completed", BenchmarkRun.kind.in_(("benchmark", "evaluation")))
         if identity is None or not identity.has("admin"):  # a caller sees the figures of its own runs
-            statement = statement.where(BenchmarkRun.owner == owner_of(db, identity))
+            statement = statement.where(BenchmarkRun.owner == owner_of(identity))
         if query["model"] is not None:
             statement = statement.where(BenchmarkRun.model == query["model"])
         if start is not None:

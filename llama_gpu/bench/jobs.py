@@ -36,10 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import defer
 
-from ..db.models import ApiKey, BenchmarkRun, summary_of, utcnow
+from ..db.models import BenchmarkRun, summary_of, utcnow
 from ..kernel.errors import Conflict, NotFound, RateLimitExceeded, ServerOverloaded
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
@@ -345,7 +345,7 @@ class BenchmarkJobs:
 
     def owner_of(self, identity: Identity | None) -> str:
         """Who owns the jobs ``identity`` starts: its user (every key of a user shares them), else itself."""
-        return owner_of(self.db, identity)
+        return owner_of(identity)
 
     def visible(self, row: BenchmarkRun, identity: Identity | None, owner: str | None = None) -> bool:
         """Whether ``identity`` (whose :meth:`owner_of` is ``owner``, when known) may see ``row``."""
@@ -554,17 +554,11 @@ class BenchmarkJobs:
             self.kernel.publish(type, data)
 
 
-def owner_of(db: Any, identity: Identity | None) -> str:
-    """The owner of the runs ``identity`` starts: ``user:<id>`` for a user's keys and tokens, else ``<kind>:<id>``."""
+def owner_of(identity: Identity | None) -> str:
+    """The owner of the runs ``identity`` starts: :attr:`Identity.owner` (set by authentication), else itself."""
     if identity is None:
         return "anonymous"
-    if identity.kind == "api_key" and identity.id.isdigit() and db is not None:
-        with db.session() as session:
-            owner = func.coalesce(ApiKey.owner_user_id, ApiKey.user_id)  # keys made from a user's keys too
-            user_id = session.scalar(select(owner).where(ApiKey.id == int(identity.id)))
-        if user_id is not None:
-            return f"user:{user_id}"
-    return f"{identity.kind}:{identity.id}"
+    return identity.owner or f"{identity.kind}:{identity.id}"
 
 
 def iso(when: dt.datetime | None) -> str | None:
