@@ -19,6 +19,7 @@ from llama_gpu import Kernel
 from llama_gpu.api import create_app
 
 from .conftest import make_settings
+from .gpus import nvml_gpu_count
 
 FAMILIES = {
     "llama_gpu_requests": "counter",
@@ -103,7 +104,7 @@ def test_families_labels_and_values_after_real_requests(client: FlaskClient) -> 
     assert value(families, "llama_gpu_time_to_first_token_seconds_count", model="echo") == 3
     assert value(families, "llama_gpu_requests_running", model="echo") == 0
     assert value(families, "llama_gpu_models_loaded") == 1
-    assert value(families, "llama_gpu_gpus") == 0
+    assert value(families, "llama_gpu_gpus") == nvml_gpu_count()  # what the driver reports here
     assert value(families, "llama_gpu_build_info", version=__import__("llama_gpu").__version__) == 1
     assert "process_resident_memory_bytes" in families  # single process: the process collector is on
 
