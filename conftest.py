@@ -17,6 +17,22 @@ import pytest
 pytest_plugins = ["pytester"]  # tests/test_skip_policy.py runs this hook in an inner session
 
 REQUIRE = "LLAMA_GPU_REQUIRE_SERVICES"
+MODEL_STORE = "LLAMA_GPU_MODEL_STORE"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_store(tmp_path_factory: pytest.TempPathFactory) -> Generator[str, None, None]:
+    """One model store for the whole run, servers started in subprocesses included (through the environment).
+
+    Without it every fresh data dir assembles the 491 MB Qwen file again (about 12 GB written per run).
+    A store the caller set already is kept.
+    """
+    given = os.environ.get(MODEL_STORE)
+    store = given or str(tmp_path_factory.mktemp("model-store"))
+    os.environ[MODEL_STORE] = store
+    yield store
+    if given is None:
+        del os.environ[MODEL_STORE]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from flask.testing import FlaskClient
 
 from llama_gpu import Event, Kernel, Settings, hookimpl
 from llama_gpu.api import create_app
+
+#: The environment variable the root conftest sets to the run's shared model store.
+MODEL_STORE = "LLAMA_GPU_MODEL_STORE"
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -28,6 +32,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "rate_limits": False,
         # tests use many models: any may load on first use (the default, default-only, is tested on its own)
         "autoload": "any",
+        # one model store for the whole run (see the root conftest): Qwen is assembled once, not per data dir
+        "model_store": os.environ.get(MODEL_STORE, ""),
     }
     values.update(overrides)
     return Settings.create(**values)

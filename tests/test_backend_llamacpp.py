@@ -57,8 +57,13 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Kernel]:
+    data = tmp_path_factory.mktemp("data")
     settings = make_settings(
-        tmp_path_factory.mktemp("data"), default_model=QWEN, models_dir=str(models_dir), max_loaded_models=3
+        data,
+        default_model=QWEN,
+        models_dir=str(models_dir),
+        max_loaded_models=3,
+        model_store=str(data / "store"),  # a store of its own: the first test watches Qwen being assembled
     )
     k = Kernel(settings).start()
     yield k

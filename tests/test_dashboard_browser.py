@@ -88,6 +88,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         default_model=CHAT_MODEL,
         parallel=2,
         keep_alive=-1,
+        model_store=str(tmp_path / "store"),  # a store of its own: the page shows the model being assembled
     )
     kernel = Kernel(settings).start()
     app = create_app(kernel=kernel)

@@ -36,6 +36,9 @@ class Settings:
     default_model: str = "qwen2.5-coder-0.5b-instruct"
     #: Folder scanned for ``*.gguf`` files and Hugging Face (safetensors) directories.
     models_dir: str = ""
+    #: Folder where models published as packages are assembled (default ``<data_dir>/store``); several
+    #: servers, or a whole test run, may share one.
+    model_store: str = ""
     #: Models kept in memory at once; loading one more evicts the least recently used idle one.
     max_loaded_models: int = 2
     #: Seconds an idle model stays loaded (negative: forever; 0: unload after each request).
@@ -264,6 +267,11 @@ class Settings:
     def models_path(self) -> str:
         """Where models live: ``models_dir``, else ``<data_dir>/models``."""
         return self.models_dir or os.path.join(self.data_dir, "models")
+
+    @property
+    def store_path(self) -> str:
+        """Where packaged models are assembled: ``model_store``, else ``<data_dir>/store``."""
+        return self.model_store or os.path.join(self.data_dir, "store")
 
     @property
     def database(self) -> str:

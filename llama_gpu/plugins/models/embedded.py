@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,8 +66,9 @@ def sha256_of(path: Path) -> str:
 def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, progress: Progress) -> Path:
     """Concatenate ``parts`` into ``target`` once, verifying size and digest.
 
-    Writes to a temporary file and renames it, so a crash never leaves a half file under
-    the final name; a mismatch is refused and the bad file removed.
+    Writes to a temporary file of its own and renames it, so a crash never leaves a half file
+    under the final name and processes sharing a store may assemble at once; a mismatch is
+    refused and the bad file removed.
     """
     if target.is_file() and target.stat().st_size == size:
         marker = target.with_suffix(target.suffix + ".sha256")
@@ -74,7 +76,7 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, prog
             progress(1.0)
             return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".partial")
+    partial = target.with_suffix(f"{target.suffix}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     digest, written = hashlib.sha256(), 0
     try:
         with partial.open("wb") as out:
@@ -92,7 +94,9 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, prog
                 details={"expected_sha256": sha256, "actual_sha256": actual, "expected_size": size, "size": written},
             )
         os.replace(partial, target)
-        target.with_suffix(target.suffix + ".sha256").write_text(sha256 + "\n")
+        marker = partial.with_suffix(".sha256-partial")
+        marker.write_text(sha256 + "\n")
+        os.replace(marker, target.with_suffix(target.suffix + ".sha256"))
     finally:
         partial.unlink(missing_ok=True)
     return target
@@ -112,8 +116,8 @@ class EmbeddedModels:
 
     @hookimpl
     def configure(self, kernel: Kernel) -> None:
-        """Remember the model store, ``<data_dir>/store`` (assembled files live there)."""
-        self.store = Path(kernel.settings.data_dir) / "store"
+        """Remember the model store (``LLAMA_GPU_MODEL_STORE``, else ``<data_dir>/store``)."""
+        self.store = Path(kernel.settings.store_path)
 
     @hookimpl
     def register_models(self, register: Callable[[ModelSpec], None]) -> None:
