@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,15 @@ def _error_of(response: requests.Response) -> tuple[str | None, str]:
     if isinstance(body, dict) and "detail" in body:
         return None, str(body["detail"])[:300]
     return None, str(body)[:300]
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket a streamed response is read from, if it can be found."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:  # http.client lets go of a connection that closes after this response; the file keeps it
+        fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _sse_lines(response: requests.Response) -> Iterator[bytes]:
@@ -126,6 +136,12 @@ class OpenAIClient:
         with self._lock:
             active = list(self._active)
         for response in active:
+            # a worker blocked reading holds the stream's lock, so close() alone would wait for the server's next
+            # chunk; shutting the socket down ends that read at once
+            sock = _socket_of(response)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(Exception):  # closing from another thread may race; the worker notices
                 response.close()
 
