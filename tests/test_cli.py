@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -88,7 +90,10 @@ def test_serve_answers_health(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=20)
     assert f"serving on http://127.0.0.1:{port}" in output
     assert proc.returncode == 0, "SIGTERM stops the server cleanly"
-    assert (tmp_path).is_dir()
+    # a clean stop writes what it served: the request is in the data dir's database
+    with contextlib.closing(sqlite3.connect(tmp_path / "llama-gpu.db")) as db:
+        rows = db.execute("SELECT model, status FROM request_log").fetchall()
+    assert rows == [("echo", 200)], rows
 
 
 def test_bootstrap_admin_writes_its_secret_to_a_0600_file_not_to_stdout(tmp_path: Path) -> None:

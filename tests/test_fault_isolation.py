@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -120,13 +121,14 @@ def test_a_failing_subscriber_never_breaks_the_publisher(kernel: Kernel, recorde
 
 
 def test_a_slow_subscriber_never_blocks_the_publisher(kernel: Kernel, recorder: Recorder) -> None:
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     received: list[str] = []
 
     class Slow:
         @hookimpl
         def on_event(self, event: Event) -> None:
-            release.wait(10)
+            entered.set()
+            release.wait(30)
             received.append(event.type)
 
     kernel.register_plugin("slow", Slow())
@@ -137,8 +139,13 @@ def test_a_slow_subscriber_never_blocks_the_publisher(kernel: Kernel, recorder: 
         ids.append(request.id)
     for request_id in ids:
         recorder.wait_for("inference_completed", request_id=request_id)
+    assert entered.wait(30), "the slow subscriber never got an event"
     assert received == [], "the slow subscriber is still stuck, yet everything else went on"
     release.set()
+    deadline = time.monotonic() + 30  # once released, it catches up on what it missed
+    while "inference_completed" not in received:
+        assert time.monotonic() < deadline, received
+        time.sleep(0.05)
 
 
 def test_a_full_subscriber_queue_drops_events_for_that_subscriber_only(settings: Any) -> None:
