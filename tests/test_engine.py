@@ -199,8 +199,9 @@ def test_cancel_over_http(make_kernel: Callable[..., Kernel]) -> None:
 def test_stop_drains_then_cancels_with_a_clear_error(make_kernel: Callable[..., Kernel]) -> None:
     kernel = make_kernel(parallel=4, token_delay=0.02)
     _short_stream, short = start_streaming(kernel, prompt="a b c d e", max_tokens=5)
-    _long_stream, long = start_streaming(kernel, max_tokens=400)
-    drained = kernel.stop(timeout=0.5)
+    _long_stream, long = start_streaming(kernel, max_tokens=400)  # 400 tokens of 20 ms: 8 s at the very least
+    # 5 s of drain: fifty times what the short stream needs, and less than the long one can possibly take
+    drained = kernel.stop(timeout=5.0)
     assert drained is False
     assert "".join(short) == "a b c d e"
     wait_until(lambda: long[-1:] == ["ERROR ServiceUnavailable"])
