@@ -23,8 +23,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
 
-from ..bench.jobs import FINISHED, PRIVATE_PROGRESS, iso
-from ..db.models import BenchmarkRun
+from ..jobs import FINISHED, iso
+from ..jobs.benchmark import planned_seconds
 from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
 from .context import get_kernel, json_body, require, utc_timestamp
 from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
@@ -78,10 +78,10 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
             )
     limit = get_kernel().settings.max_benchmark_seconds
     for config in configs:
-        if _estimate(config) > limit:
+        if planned_seconds(config) > limit:
             raise InvalidInput(
-                f"the benchmark may run {_estimate(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
-                details={"field": "config.max_time_per_run", "seconds": _estimate(config), "limit": limit},
+                f"the benchmark may run {planned_seconds(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
+                details={"field": "config.max_time_per_run", "seconds": planned_seconds(config), "limit": limit},
             )
     return configs, self_target
 
@@ -94,17 +94,12 @@ def _most_tokens(scenario: Any) -> float:
     return max(p, default=0.0)
 
 
-def _estimate(config: Any) -> float:
-    """Seconds the job runs at most once started."""
-    return float(config.max_time_per_run) * len(config.traffic_scenario or [1]) * len(config.num_users)
-
-
 @bp.post("")
 def create_benchmark() -> tuple[Response, int]:
     """Queue one benchmark job per model."""
     identity = require("write", "benchmarks")
     body = json_body(BenchmarkCreateSchema())
-    configs, self_target = _configs(body, identity is not None and identity.has("admin"))
+    configs, self_target = _configs(body, get_kernel().check_permission(identity, "admin"))
     jobs = _jobs()
     extra = {"metrics": body.get("metrics"), "models": body.get("models")}
     rows = []
@@ -116,7 +111,7 @@ def create_benchmark() -> tuple[Response, int]:
             jobs.submit(name, config, identity, self_target=self_target, prompts=body.get("prompts"), extra=extra)
         )
     created = rows[0].created_at
-    total = sum(_estimate(c) for c in configs)
+    total = sum(planned_seconds(c) for c in configs)
     eta = (created if created.tzinfo else created.replace(tzinfo=dt.UTC)) + dt.timedelta(seconds=total)
     return jsonify(
         {
@@ -149,7 +144,7 @@ def list_benchmarks() -> Response:
     return jsonify(
         {
             "success": True,
-            "benchmarks": [describe(r) for r in rows],
+            "benchmarks": [_jobs().kind.describe(r) for r in rows],
             "total": len(rows),
             "limit": limit,
             "offset": offset,
@@ -162,15 +157,16 @@ def list_benchmarks() -> Response:
 def get_benchmark(benchmark_id: int) -> Response:
     """One job: its configuration, status, progress and summary metrics."""
     identity = require("read", "benchmarks")
-    return jsonify({"success": True, "benchmark": describe(_jobs().get(benchmark_id, identity))})
+    jobs = _jobs()
+    return jsonify({"success": True, "benchmark": jobs.kind.describe(jobs.get(benchmark_id, identity))})
 
 
 @bp.get("/<int:benchmark_id>/status")
 def benchmark_status(benchmark_id: int) -> Response:
     """A job's status and progress."""
     identity = require("read", "benchmarks")
-    row = _jobs().get(benchmark_id, identity)
-    info = describe(row)
+    jobs = _jobs()
+    info = jobs.kind.describe(jobs.get(benchmark_id, identity))
     keys = ("benchmark_id", "status", "progress", "error", "created_at", "started_at", "finished_at")
     return jsonify({"success": True, **{k: info[k] for k in keys}})
 
@@ -199,29 +195,3 @@ def cancel_benchmark(benchmark_id: int) -> Response:
     identity = require("write", "benchmarks")
     row = _jobs().cancel(benchmark_id, identity)
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status})
-
-
-def describe(row: BenchmarkRun) -> dict[str, Any]:
-    """A job as the API shows it (no owner, no bookkeeping, a summary instead of every request)."""
-    stored = row.config if isinstance(row.config, dict) else {}
-    wanted = stored.get("metrics")
-    summary = {k: v for k, v in (row.summary or {}).items() if "." not in k and (not wanted or k in wanted)}
-    progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS} or None
-    config = dict(stored.get("benchmark") or {})
-    if stored.get("self_target"):
-        config.pop("api_key", None)
-    return {
-        "benchmark_id": row.id,
-        "name": row.name,
-        "model": row.model,
-        "target": row.target or "self",
-        "status": row.status,
-        "progress": progress,
-        "error": row.error,
-        "config": config,
-        "metrics": wanted,
-        "summary": summary or None,
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at),
-    }

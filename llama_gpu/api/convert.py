@@ -17,7 +17,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..convert.jobs import describe
 from ..convert.quantize import OPTIMIZATIONS
 from ..kernel.errors import ServiceUnavailable
 from .context import get_kernel, json_body, page_query, require
@@ -47,7 +46,7 @@ def create_conversion() -> tuple[Response, int]:
         optimization=body.get("optimization"),
         target_format=body["target_format"],
     )
-    info = describe(row)
+    info = _jobs().kind.describe(row)
     keys = ("job_id", "status", "estimated_duration", "progress", "source_model", "quantization", "output_file")
     return jsonify({k: info[k] for k in keys}), 202
 
@@ -59,7 +58,7 @@ def list_conversions() -> Response:
     limit, offset = page_query()
     rows = _jobs().list(identity, limit=limit + 1, offset=offset)
     more = len(rows) > limit
-    data = [describe(r) for r in rows[:limit]]
+    data = [_jobs().kind.describe(r) for r in rows[:limit]]
     return jsonify({"object": "list", "data": data, "has_more": more, "next_offset": offset + limit if more else None})
 
 
@@ -67,11 +66,13 @@ def list_conversions() -> Response:
 def get_conversion(job_id: int) -> Response:
     """One conversion job: status, progress, output file, size reduction, duration (admin)."""
     identity = require("admin", "convert")
-    return jsonify(describe(_jobs().get(job_id, identity)))
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.get(job_id, identity)))
 
 
 @bp.post("/<int:job_id>/cancel")
 def cancel_conversion(job_id: int) -> Response:
     """Cancel a queued or running conversion; its partial output is removed (admin)."""
     identity = require("admin", "convert")
-    return jsonify(describe(_jobs().cancel(job_id, identity)))
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.cancel(job_id, identity)))
