@@ -78,10 +78,11 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
             )
     limit = get_kernel().settings.max_benchmark_seconds
     for config in configs:
-        if planned_seconds(config) > limit:
+        seconds = planned_seconds(config)
+        if seconds > limit:
             raise InvalidInput(
-                f"the benchmark may run {planned_seconds(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
-                details={"field": "config.max_time_per_run", "seconds": planned_seconds(config), "limit": limit},
+                f"the benchmark may run {seconds:g} s (runs x max_time_per_run); the limit is {limit:g} s",
+                details={"field": "config.max_time_per_run", "seconds": seconds, "limit": limit},
             )
     return configs, self_target
 

@@ -50,7 +50,7 @@ PROGRESS_FIELDS = (
 
 
 def planned_seconds(config: Any) -> float:
-    """Seconds a job's runs take at most once started (runs × ``max_time_per_run``)."""
+    """Seconds a job's runs take at most once started (runs x ``max_time_per_run``)."""
     return float(config.max_time_per_run) * len(config.traffic_scenario or [1]) * len(config.num_users)
 
 

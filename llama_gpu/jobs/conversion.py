@@ -172,7 +172,7 @@ class ConversionKind(JobKind):
         }
         try:
             self.register(output)
-        except Exception as exc:  # registered badly: keep no orphan file
+        except Exception as exc:  # noqa: BLE001 - registered badly: fail the job, keep no orphan file
             output.unlink(missing_ok=True)
             return Outcome("failed", error=self.error_text(exc), exception=exc)
         return Outcome("completed", results=results, progress={"phase": "done", "progress": 1.0})

@@ -187,7 +187,7 @@ class EvaluationKind(JobKind):
                 collected.append(metrics)
                 ctx.report({"completed": len(results), "prompts": stored.get("prompts")})
             summary = summarise(results, custom_metrics(self.kernel, stored.get("metrics"), collected))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the job fails with what ran; the caller gets the error
             return Outcome("failed", error=self.error_text(exc), results={"results": results}, exception=exc)
         return Outcome("completed", results={"results": results, "summary": summary})
 
