@@ -265,7 +265,7 @@ def queue_name() -> Iterator[str]:
     connection.close()
 
 
-def start_worker(data: Path, redis: str, queue: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(data: Path, redis: str, queue: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     """``llama-gpu worker`` with the server's data directory (its database) and Redis."""
     executable = shutil.which("llama-gpu") or str(Path(sys.executable).with_name("llama-gpu"))
     env = {
@@ -277,6 +277,8 @@ def start_worker(data: Path, redis: str, queue: str, log: Path) -> subprocess.Po
         "LLAMA_GPU_RATE_LIMITS": "false",
         "LLAMA_GPU_AUTOLOAD_PLUGINS": "false",
         "LLAMA_GPU_PRELOAD": "false",
+        "LLAMA_GPU_HOST": "127.0.0.1",  # the server its self-benchmarks go to
+        "LLAMA_GPU_PORT": str(port),
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.Popen([executable, "worker"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -326,7 +328,7 @@ def test_a_worker_process_runs_queued_jobs_and_a_server_cancels_them(
         assert server.http("GET", f"/api/v1/benchmarks/{job_id}/status").json()["status"] == "queued"
         assert service.collect_metrics()["benchmark_jobs_queued"] == 0.0, "the server holds no job itself"
 
-        worker = start_worker(tmp_path, redis, queue_name, log)
+        worker = start_worker(tmp_path, redis, queue_name, server.httpd.server_port, log)
 
         def finished(job: int) -> dict[str, Any] | None:
             status = server.http("GET", f"/api/v1/benchmarks/{job}/status").json()

@@ -1,8 +1,9 @@
 """The ``benchmark`` job kind and the ``benchmarks`` plugin that runs it.
 
 A job is one :class:`~llama_gpu.bench.Benchmark` (a sweep of runs against an OpenAI-compatible
-server). A job that targets this server itself gets an API key of its own from
-``kernel.services["accounts"]`` where it runs: the caller's role (at most ``write``) and tier, the
+server). A job that targets this server itself goes to the configured address of the process
+that runs it (a worker's ``LLAMA_GPU_HOST``/``LLAMA_GPU_PORT`` name the server it benchmarks) and
+gets an API key of its own from ``kernel.services["accounts"]`` there: the caller's role (at most ``write``) and tier, the
 caller's key as its parent, an expiry at the job's deadline; it is revoked when the job ends. A
 job runs at most its runs' planned time plus a minute, and at most
 ``LLAMA_GPU_MAX_BENCHMARK_SECONDS`` (then it is cancelled); one owner has at most
@@ -117,6 +118,8 @@ class BenchmarkKind(JobKind):
 
         stored = ctx.config
         raw = {**stored["benchmark"], "api_key": ctx.secrets.get("api_key")}
+        if stored.get("self_target"):  # the server as this process knows it (a worker: LLAMA_GPU_HOST/PORT)
+            raw["api_base"] = self.kernel.settings.self_url + "/v1"
         prompts_file = None
         if stored.get("prompts"):
             prompts_file = Path(self.kernel.settings.data_dir) / "benchmarks" / f"prompts-{uuid.uuid4().hex}.jsonl"
