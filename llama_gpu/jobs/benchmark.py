@@ -3,8 +3,8 @@
 A job is one :class:`~llama_gpu.bench.Benchmark` (a sweep of runs against an OpenAI-compatible
 server). A job that targets this server itself goes to the configured address of the process
 that runs it (a worker's ``LLAMA_GPU_HOST``/``LLAMA_GPU_PORT`` name the server it benchmarks) and
-gets an API key of its own from ``kernel.services["accounts"]`` there: the caller's role (at most ``write``) and tier, the
-caller's key as its parent, an expiry at the job's deadline; it is revoked when the job ends. A
+gets an API key of its own from ``kernel.services["accounts"]`` there: the caller's role (at most
+``write``) and tier, the caller's key as its parent, an expiry at the job's deadline; it is revoked when the job ends. A
 job runs at most its runs' planned time plus a minute, and at most
 ``LLAMA_GPU_MAX_BENCHMARK_SECONDS`` (then it is cancelled); one owner has at most
 ``LLAMA_GPU_MAX_BENCHMARK_JOBS`` jobs queued or running. The row's ``config`` holds everything a
