@@ -24,8 +24,9 @@ from ..kernel.errors import (
 )
 from ..kernel.types import Identity
 from ..plugins.auth.accounts import parse_duration, roles_of, top_role
-from .context import credentials, enforce_rate_limit, get_kernel, json_body, page_query, require
-from .schemas import KeyCreateSchema, LoginSchema
+from .context import credentials, current_identity, get_kernel, json_body, page_query
+from .routing import json_object, route
+from .schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
@@ -38,11 +39,19 @@ def _accounts() -> Any:
     return accounts
 
 
-@bp.post("/login")
+@route(
+    bp,
+    "/login",
+    methods=("POST",),
+    permission=None,
+    rate_limit="auth",
+    summary="Log in: a user name and password for a login token (JWT)",
+    body=LoginSchema,
+    response=json_object("success", "token", "expires_in", "user"),
+)
 def login() -> Response:
-    """Exchange a user name and password for a login token."""
-    enforce_rate_limit(None)  # per client address, group "auth"
-    body = json_body(LoginSchema())
+    """Exchange a user name and password for a login token (counted per client address, group ``auth``)."""
+    body = json_body()
     accounts = _accounts()
     throttle = (f"user:{body['username']}", f"addr:{request.remote_addr}")
     wait = accounts.login_throttled(throttle)
@@ -67,7 +76,16 @@ def login() -> Response:
     )
 
 
-@bp.post("/logout")
+@route(
+    bp,
+    "/logout",
+    methods=("POST",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Log out: revoke the login token of this call",
+    response=json_object("success", "message"),
+)
 def logout() -> Response:
     """Revoke the login token this call carries (server-side: it is refused from now on)."""
     identity = _caller()
@@ -82,11 +100,21 @@ def logout() -> Response:
     return jsonify({"success": True, "message": "logged out: this token is revoked"})
 
 
-@openai_bp.post("/keys")
+@route(
+    openai_bp,
+    "/keys",
+    methods=("POST",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Create an API key (shown once) with at most the caller's permissions",
+    body=KeyCreateSchema,
+    response=json_object("success", "key_id", "api_key", "expires", "permissions"),
+)
 def create_key() -> Response:
     """Create an API key with at most the caller's permissions; its secret is shown only here."""
     identity = _caller()
-    body = json_body(KeyCreateSchema())
+    body = json_body()
     wanted = set(body.get("permissions") or identity.roles)
     beyond = sorted(wanted - set(identity.roles))
     if beyond:
@@ -120,7 +148,15 @@ def create_key() -> Response:
     )
 
 
-@openai_bp.get("/user")
+@route(
+    openai_bp,
+    "/user",
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Who the caller is",
+    response=json_object("success", "user"),
+)
 def current_user() -> Response:
     """Who the caller is."""
     identity = _caller()
@@ -139,7 +175,16 @@ def current_user() -> Response:
     )
 
 
-@bp.get("/keys")
+@route(
+    bp,
+    "/keys",
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="The caller's API keys (all, for an admin)",
+    query=PageQuerySchema,
+    response=json_object("success", "keys", "total"),
+)
 def list_keys() -> Response:
     """A page of the caller's keys (every key, for an admin; ``limit`` ≤ 100, ``offset``); never secrets or hashes."""
     identity = _caller()
@@ -150,7 +195,16 @@ def list_keys() -> Response:
     return jsonify({"success": True, "keys": keys, "total": len(keys), "next_offset": offset + limit if more else None})
 
 
-@bp.delete("/keys/<int:key_id>")
+@route(
+    bp,
+    "/keys/<int:key_id>",
+    methods=("DELETE",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Revoke an API key",
+    response=json_object("success", "key"),
+)
 def revoke_key(key_id: int) -> Response:
     """Revoke one of the caller's keys (any key, for an admin)."""
     identity = _caller()
@@ -159,7 +213,8 @@ def revoke_key(key_id: int) -> Response:
 
 
 def _caller() -> Identity:
-    identity = require("read", "auth")
+    """The authenticated caller (the route declared ``read``); a login token or a key, never anonymous."""
+    identity = current_identity()
     if identity is None or identity.kind == "anonymous":
         raise AuthenticationFailed("an API key or a login token is required")
     return identity

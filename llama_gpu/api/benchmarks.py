@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from marshmallow import ValidationError
+from flask import Blueprint, Response, jsonify
 
 from ..jobs import FINISHED, iso
 from ..jobs.benchmark import planned_seconds
 from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
-from .context import get_kernel, json_body, require, utc_timestamp
+from ..kernel.types import utc_iso
+from .context import current_identity, get_kernel, json_body, query_args
+from .routing import json_object, route
 from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
 
 bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
@@ -95,12 +96,23 @@ def _most_tokens(scenario: Any) -> float:
     return max(p, default=0.0)
 
 
-@bp.post("")
+@route(
+    bp,
+    "",
+    methods=("POST",),
+    permission="write",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="Start a benchmark job (one per model) against this server or, for an admin, another one (202)",
+    body=BenchmarkCreateSchema,
+    response=json_object("success", "benchmark_id", "benchmark_ids", "status", "created_at", "estimated_completion"),
+    status=202,
+)
 def create_benchmark() -> tuple[Response, int]:
     """Queue one benchmark job per model."""
-    identity = require("write", "benchmarks")
-    body = json_body(BenchmarkCreateSchema())
-    configs, self_target = _configs(body, get_kernel().check_permission(identity, "admin"))
+    identity = current_identity()
+    body = json_body()
+    configs, self_target = _configs(body, get_kernel().check_permission(identity, "admin", "benchmarks"))
     jobs = _jobs()
     extra = {"metrics": body.get("metrics"), "models": body.get("models")}
     rows = []
@@ -122,22 +134,25 @@ def create_benchmark() -> tuple[Response, int]:
             "status": rows[0].status,
             "created_at": iso(created),
             "estimated_completion": iso(eta),
-            "timestamp": utc_timestamp(),
+            "timestamp": utc_iso(),
         }
     ), 202
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="The caller's benchmark jobs (all, for an admin), newest first",
+    response=json_object("success", "benchmarks", "total"),
+    query=BenchmarkListQuerySchema,
+)
 def list_benchmarks() -> Response:
     """The caller's jobs (every job for an admin), newest first."""
-    identity = require("read", "benchmarks")
-    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
-    if repeated:
-        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
-    try:
-        query = BenchmarkListQuerySchema().load(request.args.to_dict())
-    except ValidationError as exc:
-        raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
+    identity = current_identity()
+    query = query_args()
     limit, offset = query["limit"], query["offset"]
     rows = _jobs().list(identity, limit=limit + 1, status=query["status"], offset=offset)
     more = len(rows) > limit
@@ -154,28 +169,52 @@ def list_benchmarks() -> Response:
     )
 
 
-@bp.get("/<int:benchmark_id>")
+@route(
+    bp,
+    "/<int:benchmark_id>",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A benchmark job: config, status, progress, summary",
+    response=json_object("success", "benchmark"),
+)
 def get_benchmark(benchmark_id: int) -> Response:
     """One job: its configuration, status, progress and summary metrics."""
-    identity = require("read", "benchmarks")
+    identity = current_identity()
     jobs = _jobs()
     return jsonify({"success": True, "benchmark": jobs.kind.describe(jobs.get(benchmark_id, identity))})
 
 
-@bp.get("/<int:benchmark_id>/status")
+@route(
+    bp,
+    "/<int:benchmark_id>/status",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A benchmark job's status and progress",
+    response=json_object("success", "benchmark_id", "status", "progress"),
+)
 def benchmark_status(benchmark_id: int) -> Response:
     """A job's status and progress."""
-    identity = require("read", "benchmarks")
+    identity = current_identity()
     jobs = _jobs()
     info = jobs.kind.describe(jobs.get(benchmark_id, identity))
     keys = ("benchmark_id", "status", "progress", "error", "created_at", "started_at", "finished_at")
     return jsonify({"success": True, **{k: info[k] for k in keys}})
 
 
-@bp.get("/<int:benchmark_id>/results")
+@route(
+    bp,
+    "/<int:benchmark_id>/results",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A finished benchmark job's results (409 until it has finished)",
+    response=json_object("success", "benchmark_id", "status", "results"),
+)
 def benchmark_results(benchmark_id: int) -> Response:
     """A finished job's full results (a cancelled job's cover what ran); 409 before it has finished."""
-    identity = require("read", "benchmarks")
+    identity = current_identity()
     row = _jobs().get(benchmark_id, identity)
     if row.status not in FINISHED:
         raise Conflict(
@@ -190,9 +229,18 @@ def benchmark_results(benchmark_id: int) -> Response:
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status, "results": row.results})
 
 
-@bp.post("/<int:benchmark_id>/cancel")
+@route(
+    bp,
+    "/<int:benchmark_id>/cancel",
+    methods=("POST",),
+    permission="write",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="Cancel a queued or running benchmark job",
+    response=json_object("success", "benchmark_id", "status"),
+)
 def cancel_benchmark(benchmark_id: int) -> Response:
     """Cancel a queued or running job (the caller's own, or any for an admin)."""
-    identity = require("write", "benchmarks")
+    identity = current_identity()
     row = _jobs().cancel(benchmark_id, identity)
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status})

@@ -19,8 +19,10 @@ from flask import Blueprint, Response, jsonify
 
 from ..convert.quantize import OPTIMIZATIONS
 from ..kernel.errors import ServiceUnavailable
-from .context import get_kernel, json_body, page_query, require
+from .context import current_identity, get_kernel, json_body, page_query
 from .openai_schemas import ConvertSchema
+from .routing import json_object, route
+from .schemas import PageQuerySchema
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
 
@@ -32,11 +34,22 @@ def _jobs() -> Any:
     return service
 
 
-@bp.post("")
+@route(
+    bp,
+    "",
+    methods=("POST",),
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Re-quantize a GGUF model of the models directory into a new GGUF file, as a background job (admin, 202)",
+    body=ConvertSchema,
+    response=json_object("job_id", "status", "estimated_duration", "progress"),
+    status=202,
+)
 def create_conversion() -> tuple[Response, int]:
     """Queue a conversion (admin)."""
-    identity = require("admin", "convert")
-    body = json_body(ConvertSchema())
+    identity = current_identity()
+    body = json_body()
     quantization = body.get("quantization") or OPTIMIZATIONS.get(body.get("optimization") or "size")
     row = _jobs().submit_conversion(
         body["source_model"],
@@ -51,10 +64,19 @@ def create_conversion() -> tuple[Response, int]:
     return jsonify({k: info[k] for k in keys}), 202
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Conversion jobs, newest first (admin)",
+    response=json_object("object", "data"),
+    query=PageQuerySchema,
+)
 def list_conversions() -> Response:
     """A page of the conversion jobs, newest first (admin): ``limit`` ≤ 100, ``offset``."""
-    identity = require("admin", "convert")
+    identity = current_identity()
     limit, offset = page_query()
     rows = _jobs().list(identity, limit=limit + 1, offset=offset)
     more = len(rows) > limit
@@ -62,17 +84,34 @@ def list_conversions() -> Response:
     return jsonify({"object": "list", "data": data, "has_more": more, "next_offset": offset + limit if more else None})
 
 
-@bp.get("/<int:job_id>")
+@route(
+    bp,
+    "/<int:job_id>",
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="A conversion job: status, progress, output file, size reduction, duration (admin)",
+    response=json_object("job_id", "status", "output_file", "size_reduction", "duration", "progress"),
+)
 def get_conversion(job_id: int) -> Response:
     """One conversion job: status, progress, output file, size reduction, duration (admin)."""
-    identity = require("admin", "convert")
+    identity = current_identity()
     jobs = _jobs()
     return jsonify(jobs.kind.describe(jobs.get(job_id, identity)))
 
 
-@bp.post("/<int:job_id>/cancel")
+@route(
+    bp,
+    "/<int:job_id>/cancel",
+    methods=("POST",),
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Cancel a queued or running conversion job; its partial output is removed (admin)",
+    response=json_object("job_id", "status"),
+)
 def cancel_conversion(job_id: int) -> Response:
     """Cancel a queued or running conversion; its partial output is removed (admin)."""
-    identity = require("admin", "convert")
+    identity = current_identity()
     jobs = _jobs()
     return jsonify(jobs.kind.describe(jobs.cancel(job_id, identity)))

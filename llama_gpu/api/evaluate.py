@@ -11,49 +11,61 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
-from marshmallow import ValidationError
+from flask import Blueprint, Response, jsonify
 
 from ..jobs import owner_of
 from ..jobs.store import metric_history
 from ..kernel.errors import InvalidInput, ServiceUnavailable
 from ..kernel.types import utc_iso
-from .context import get_kernel, json_body, require, utc_timestamp
+from .context import count_of, current_identity, get_kernel, json_body, query_args
+from .routing import json_object, route
 from .schemas import EvaluateSchema, MetricsHistoryQuerySchema
 
 bp = Blueprint("evaluate", __name__, url_prefix="/api/v1")
 
 
-@bp.post("/models/<model_id>/evaluate")
+@route(
+    bp,
+    "/models/<model_id>/evaluate",
+    methods=("POST",),
+    permission="write",
+    resource="models",
+    rate_limit="infer",
+    summary="Evaluate a model on prompts: perplexity of reference texts, tokens/s, latency (stored as a run)",
+    body=EvaluateSchema,
+    response=json_object("success", "evaluation_id", "model", "results", "summary"),
+    cost=lambda body: count_of(body.get("prompts")),
+)
 def evaluate(model_id: str) -> Response:
     """Run prompts on a model: perplexity of the references, tokens/s, latency, TTFT; stored as a job."""
-    identity = require("write", "models")
-    body = json_body(EvaluateSchema())
+    identity = current_identity()
+    body = json_body()
     jobs = get_kernel().services.get("evaluations")
     if jobs is None:
         raise ServiceUnavailable("the evaluations plugin is not loaded", details={"plugin_id": "evaluations"})
     return jsonify(jobs.kind.describe(jobs.evaluate(model_id, body, identity)))
 
 
-@bp.get("/metrics/history")
+@route(
+    bp,
+    "/metrics/history",
+    permission="read",
+    resource="metrics",
+    summary="Figures of stored evaluations and benchmarks over time",
+    response=json_object("success", "points"),
+    query=MetricsHistoryQuerySchema,
+)
 def metrics_history() -> Response:
     """Points ``{timestamp, run_id, kind, model, metric, value}`` of the caller's stored runs (an admin: all).
 
     A page holds the points of at most ``limit`` (≤ 100) runs, newest runs first from ``offset``;
     the figures come from each run's stored ``summary``, never its full results.
     """
-    g.identity = require("read", "metrics")
-    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
-    if repeated:
-        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
-    try:
-        query = MetricsHistoryQuerySchema().load(request.args.to_dict())
-    except ValidationError as exc:
-        raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
+    query = query_args()
     start, end = query["start_date"], query["end_date"]
     if start is not None and end is not None and start > end:
         raise InvalidInput("start_date is after end_date", details={"field": "start_date"})
-    identity = g.get("identity")
+    identity = current_identity()
     kernel = get_kernel()
     db = kernel.services.get("db")
     points: list[dict[str, Any]] = []
@@ -62,7 +74,7 @@ def metrics_history() -> Response:
     if db is not None:
         found, more = metric_history(
             db,
-            owner=None if kernel.check_permission(identity, "admin") else owner_of(identity),
+            owner=None if kernel.check_permission(identity, "admin", "metrics") else owner_of(identity),
             model=query["model"],
             metric=query["metric"],
             start=start,
@@ -77,6 +89,6 @@ def metrics_history() -> Response:
             "points": points,
             "count": len(points),
             "next_offset": offset + limit if more else None,
-            "timestamp": utc_timestamp(),
+            "timestamp": utc_iso(),
         }
     )

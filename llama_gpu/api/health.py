@@ -10,12 +10,21 @@ from flask import Blueprint, Response, jsonify
 from .. import __version__
 from ..kernel.errors import LlamaGPUError
 from ..kernel.kernel import KernelState
-from .context import get_kernel, utc_timestamp
+from ..kernel.types import utc_iso
+from .context import get_kernel
+from .routing import json_object, route
 
 bp = Blueprint("health", __name__)
 
 
-@bp.get("/health")
+@route(
+    bp,
+    "/health",
+    permission=None,
+    rate_limit=None,
+    summary="Liveness",
+    response=json_object("status", "version", "uptime"),
+)
 def health() -> Response:
     """Liveness: the process answers; says what it holds."""
     kernel = get_kernel()
@@ -23,7 +32,7 @@ def health() -> Response:
     body: dict[str, Any] = {
         "status": "healthy" if kernel.state is KernelState.STARTED else kernel.state.value,
         "version": __version__,
-        "timestamp": utc_timestamp(),
+        "timestamp": utc_iso(),
         "uptime": round(kernel.uptime, 3),
         "models_loaded": len(kernel.registry.loaded()),
         "active_connections": kernel.inflight,
@@ -32,7 +41,15 @@ def health() -> Response:
     return jsonify(body)
 
 
-@bp.get("/ready")
+@route(
+    bp,
+    "/ready",
+    permission=None,
+    rate_limit=None,
+    summary="Readiness (503 while no model can serve)",
+    response=json_object("status"),
+    responses={503: ("Not ready", json_object("status"))},
+)
 def ready() -> Response | tuple[Response, int]:
     """Readiness: 503 while the default model cannot serve (loading, failed, missing)."""
     kernel = get_kernel()

@@ -19,8 +19,9 @@ from flask import Blueprint, Response, g, jsonify, stream_with_context
 from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import StreamLease
-from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id
-from .context import get_kernel, json_body, require, utc_timestamp
+from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id, utc_iso
+from .context import count_of, current_identity, get_kernel, json_body
+from .routing import json_object, route
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
 
 bp = Blueprint("infer", __name__, url_prefix="/api/v1")
@@ -30,12 +31,24 @@ aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
 MAX_BATCH_WORKERS = 16
 
 
-@bp.post("/infer")
+@route(
+    bp,
+    "/infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="infer",
+    streamable=True,
+    summary="Generate text",
+    body=InferSchema,
+    response=json_object("success", "result", "metadata"),
+    streams=True,
+)
 def infer() -> Response:
     """Generate text for ``text``; ``stream: true`` answers with Server-Sent Events."""
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(InferSchema())
+    identity = current_identity()
+    body = json_body()
     request = InferenceRequest(
         prompt=body["text"],
         model=body["model"],
@@ -63,17 +76,25 @@ def infer() -> Response:
             },
             "metadata": {
                 "request_id": request.id,
-                "timestamp": utc_timestamp(),
+                "timestamp": utc_iso(),
                 "processing_time": round(time.perf_counter() - started, 6),
             },
         }
     )
 
 
-@bp.delete("/requests/<request_id>")
+@route(
+    bp,
+    "/requests/<request_id>",
+    methods=("DELETE",),
+    permission="write",
+    resource="requests",
+    summary="Cancel a running or queued request (its own key, or an admin)",
+    response=json_object("success", "request_id", "cancelled"),
+)
 def cancel_request(request_id: str) -> Response:
     """Cancel a running or queued request: its sequence is freed at the engine's next step."""
-    identity = require("write", "requests")
+    identity = current_identity()
     cancelled = get_kernel().cancel_request(request_id, identity)
     return jsonify({"success": True, "request_id": request_id, "cancelled": cancelled})
 
@@ -199,11 +220,21 @@ def _usage(response: InferenceResponse) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- native routes
-@bp.post("/stream_infer")
+@route(
+    bp,
+    "/stream_infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="stream",
+    summary="Generate text as Server-Sent Events",
+    body=StreamInferSchema,
+    streams=True,
+)
 def stream_infer() -> Response:
     """Generate text for ``text`` as Server-Sent Events (``token``, ``position``, ``is_complete``)."""
-    identity = require("write", "infer")
-    body = json_body(StreamInferSchema())
+    identity = current_identity()
+    body = json_body()
     request = _request(
         identity, "text", body["text"], body["max_tokens"], body, g.request_id, top_p=body["top_p"], stream=True
     )
@@ -211,12 +242,23 @@ def stream_infer() -> Response:
     return sse_response(_sse_events(stream), on_close=stream.close)
 
 
-@bp.post("/batch_infer")
+@route(
+    bp,
+    "/batch_infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="batch",
+    cost=lambda body: count_of(body.get("inputs")),
+    summary="Generate for several inputs",
+    body=BatchInferSchema,
+    response=json_object("success", "results", "metadata"),
+)
 def batch_infer() -> Response:
     """Generate text for every item of ``inputs`` concurrently; results in input order."""
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(BatchInferSchema())
+    identity = current_identity()
+    body = json_body()
     items = body["inputs"]
     requests = [
         _request(identity, "text", item["text"], item["max_tokens"], body, f"{g.request_id}.{n}")
@@ -246,13 +288,35 @@ def batch_infer() -> Response:
 
 
 # ---------------------------------------------------------------- seed aliases
-@aliases_bp.post("/generate")
+@route(
+    aliases_bp,
+    "/generate",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="infer",
+    streamable=True,
+    summary="Generate (seed alias)",
+    body=GenerateSchema,
+    response=json_object("text", "usage", "latency"),
+    streams=True,
+)
 def generate() -> Response:
     """Generate text for ``prompt``: ``{text, usage, latency}``, or events with ``stream: true``."""
     return _generate(stream=None)
 
 
-@aliases_bp.post("/generate/stream")
+@route(
+    aliases_bp,
+    "/generate/stream",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="stream",
+    summary="Generate as Server-Sent Events (seed alias)",
+    body=GenerateSchema,
+    streams=True,
+)
 def generate_stream() -> Response:
     """Generate text for ``prompt`` as Server-Sent Events (``token``, ``finished``; ``usage`` last)."""
     return _generate(stream=True)
@@ -260,8 +324,8 @@ def generate_stream() -> Response:
 
 def _generate(stream: bool | None) -> Response:
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(GenerateSchema())
+    identity = current_identity()
+    body = json_body()
     streaming = body["stream"] if stream is None else stream
     request = _request(identity, "prompt", body["prompt"], body["max_tokens"], body, g.request_id, stream=streaming)
     generation = get_kernel().generate(request)
@@ -280,11 +344,22 @@ def _generate_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     yield {"token": "", "finished": True, "usage": _usage(stream.response)}
 
 
-@aliases_bp.post("/batch/generate")
+@route(
+    aliases_bp,
+    "/batch/generate",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="batch",
+    cost=lambda body: count_of(body.get("requests")),
+    summary="Generate for several prompts (seed alias)",
+    body=BatchGenerateSchema,
+    response=json_object("results"),
+)
 def batch_generate() -> Response:
     """Generate text for every item of ``requests`` concurrently: ``{results: [{text, usage}]}``."""
-    identity = require("write", "infer")
-    body = json_body(BatchGenerateSchema())
+    identity = current_identity()
+    body = json_body()
     requests = [
         _request(identity, "prompt", item["prompt"], item["max_tokens"], body, f"{g.request_id}.{n}")
         for n, item in enumerate(body["requests"])

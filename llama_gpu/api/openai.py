@@ -21,7 +21,7 @@ from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.inference import InferenceStream
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
-from .context import get_kernel, json_body, require
+from .context import count_of, get_kernel, json_body, number_of
 from .infer import end_stream
 from .openai_schemas import (
     MAX_LOGPROB_ENTRIES,
@@ -32,6 +32,7 @@ from .openai_schemas import (
     EmbeddingSchema,
     ModelLoadV1Schema,
 )
+from .routing import json_object, route
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -200,11 +201,23 @@ def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- chat
-@bp.post("/chat/completions")
+@route(
+    bp,
+    "/chat/completions",
+    methods=("POST",),
+    permission="write",
+    resource="chat",
+    rate_limit="infer",
+    summary="OpenAI chat completions",
+    body=ChatCompletionSchema,
+    response=json_object("id", "object", "choices"),
+    streamable=True,
+    streams=True,
+    cost=lambda body: number_of(body.get("n")),
+)
 def chat_completions() -> Response:
     """Chat completion, streamed or not, with ``n`` choices."""
-    g.identity = require("write", "chat")
-    body = json_body(ChatCompletionSchema())
+    body = json_body()
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS
     logprobs = (body.get("top_logprobs") or 0) if body["logprobs"] else None
     _check_sizes(body["n"], max_tokens, logprobs)
@@ -291,11 +304,23 @@ def _stream_choices(
 
 
 # ----------------------------------------------------------------------------- completions
-@bp.post("/completions")
+@route(
+    bp,
+    "/completions",
+    methods=("POST",),
+    permission="write",
+    resource="completions",
+    rate_limit="infer",
+    summary="OpenAI completions",
+    body=CompletionSchema,
+    response=json_object("id", "object", "choices"),
+    streamable=True,
+    streams=True,
+    cost=lambda body: count_of(body.get("prompt")) * max(number_of(body.get("best_of")), number_of(body.get("n"))),
+)
 def completions() -> Response:
     """Text completion for a prompt or a list of prompts; ``best_of`` keeps the likeliest."""
-    g.identity = require("write", "completions")
-    body = json_body(CompletionSchema())
+    body = json_body()
     if body.get("suffix"):
         raise InvalidInput("suffix (insertion) is not supported by these models", details={"field": "suffix"})
     prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
@@ -366,11 +391,20 @@ def _stream_completions(requests: list[InferenceRequest], body: dict[str, Any], 
 
 
 # ----------------------------------------------------------------------------- embeddings
-@bp.post("/embeddings")
+@route(
+    bp,
+    "/embeddings",
+    methods=("POST",),
+    permission="write",
+    resource="embeddings",
+    rate_limit="infer",
+    summary="OpenAI embeddings",
+    body=EmbeddingSchema,
+    response=json_object("object", "data", "model", "usage"),
+)
 def embeddings() -> Response:
     """Embeddings of a string, strings, or token arrays; ``float`` or ``base64`` encoded."""
-    require("write", "embeddings")
-    body = json_body(EmbeddingSchema())
+    body = json_body()
     kernel = get_kernel()
     raw = body["input"]
     items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
@@ -396,28 +430,47 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
 
 
-@bp.get("/models")
+@route(
+    bp,
+    "/models",
+    permission="read",
+    resource="models",
+    summary="OpenAI model list",
+    response=json_object("object", "data"),
+)
 def list_models() -> Response:
     """Every known model, as the OpenAI API lists them."""
-    require("read", "models")
     kernel = get_kernel()
     created = int(kernel.started_at or time.time())
     return jsonify({"object": "list", "data": [_model_object(s.id, created) for s in kernel.registry.specs()]})
 
 
-@bp.get("/models/<model_id>")
+@route(
+    bp,
+    "/models/<model_id>",
+    permission="read",
+    resource="models",
+    summary="OpenAI model",
+    response=json_object("id", "object"),
+)
 def get_model(model_id: str) -> Response:
     """One model; ``model_not_found`` (with the available ids) when it does not exist."""
-    require("read", "models")
     kernel = get_kernel()
     spec = kernel.registry.resolve(model_id)
     return jsonify(_model_object(spec.id, int(kernel.started_at or time.time())))
 
 
-@bp.get("/models/<model_id>/status")
+@route(
+    bp,
+    "/models/<model_id>/status",
+    permission="read",
+    resource="models",
+    rate_limit="models",
+    summary="Model status (extension)",
+    response=json_object("id", "status", "metrics"),
+)
 def model_status(model_id: str) -> Response:
     """``GET /v1/models/{id}/status``: load state, memory and live metrics."""
-    require("read", "models")
     info = get_kernel().registry.describe(model_id)
     state = get_kernel().registry.state(model_id)
     perf = info["performance"]
@@ -438,11 +491,21 @@ def model_status(model_id: str) -> Response:
     )
 
 
-@bp.post("/models/<model_id>/load")
+@route(
+    bp,
+    "/models/<model_id>/load",
+    methods=("POST",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Load a model (extension)",
+    body=ModelLoadV1Schema,
+    response=json_object("id", "status"),
+    body_required=False,
+)
 def load_model(model_id: str) -> Response:
     """Load a model (extension)."""
-    require("admin", "models")
-    body = json_body(ModelLoadV1Schema(), optional=True)
+    body = json_body()
     options = LoadOptions(prefer_gpu=body["prefer_gpu"], quantization=body.get("quantization"))
     info = get_kernel().load_model(model_id, backend=body.get("backend"), options=options)
     return jsonify(
@@ -457,10 +520,18 @@ def load_model(model_id: str) -> Response:
     )
 
 
-@bp.post("/models/<model_id>/unload")
+@route(
+    bp,
+    "/models/<model_id>/unload",
+    methods=("POST",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Unload a model (extension)",
+    response=json_object("id", "status"),
+)
 def unload_model(model_id: str) -> Response:
     """Unload a model (extension)."""
-    require("admin", "models")
     freed = get_kernel().unload_model(model_id)
     return jsonify(
         {
@@ -473,11 +544,21 @@ def unload_model(model_id: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- batch
-@bp.post("/batch")
+@route(
+    bp,
+    "/batch",
+    methods=("POST",),
+    permission="write",
+    resource="chat",
+    rate_limit="batch",
+    summary="Batch of chat requests (extension)",
+    body=BatchSchema,
+    response=json_object("object", "responses"),
+    cost=lambda body: count_of(body.get("requests")),
+)
 def batch() -> Response:
     """Several chat requests at once, run concurrently (extension)."""
-    g.identity = require("write", "chat")
-    body = json_body(BatchSchema())
+    body = json_body()
     ids = [item["id"] for item in body["requests"]]
     if len(set(ids)) != len(ids):
         raise InvalidInput("request ids must be unique within a batch", details={"field": "requests"})

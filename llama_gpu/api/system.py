@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import Schema, ValidationError
+from flask import Blueprint, Response, current_app, jsonify
 
-from ..kernel.errors import InvalidInput, ServiceUnavailable
-from .context import get_kernel, require, utc_timestamp
+from ..kernel.errors import ServiceUnavailable
+from ..kernel.types import utc_iso
+from .context import get_kernel, query_args
+from .routing import json_object, route
 from .schemas import LogsQuerySchema, MetricsQuerySchema
 
 bp = Blueprint("system", __name__)
@@ -21,41 +22,50 @@ def _service(name: str) -> Any:
     return service
 
 
-def _query(schema: Schema) -> dict[str, Any]:
-    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
-    if repeated:
-        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
-    try:
-        return cast(dict[str, Any], schema.load(request.args.to_dict()))
-    except ValidationError as exc:
-        raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
-
-
 def _ok(body: dict[str, Any]) -> Response:
-    return jsonify({"success": True, **body, "timestamp": utc_timestamp()})
+    return jsonify({"success": True, **body, "timestamp": utc_iso()})
 
 
-@bp.get("/api/v1/system/status")
+@route(
+    bp,
+    "/api/v1/system/status",
+    permission="read",
+    resource="system",
+    summary="Status, uptime, machine use, services and request statistics",
+    response=json_object("success", "status", "uptime", "version", "system", "services", "statistics"),
+)
 def system_status() -> Response:
     """Status, uptime, version, machine use, services and request statistics."""
-    require("read", "system")
     return _ok(_service("monitoring").system_status(web_dashboard="dashboard" in current_app.blueprints))
 
 
-@bp.get("/api/v1/system/gpu")
+@route(
+    bp,
+    "/api/v1/system/gpu",
+    permission="read",
+    resource="system",
+    summary="Every GPU (NVML)",
+    response=json_object("success", "gpu_count", "gpus"),
+)
 def system_gpu() -> Response:
     """Every GPU through NVML (``gpu_count: 0`` where there is none)."""
-    require("read", "system")
     return _ok(_service("monitoring").gpu_info())
 
 
-@bp.get("/api/v1/system/metrics")
+@route(
+    bp,
+    "/api/v1/system/metrics",
+    permission="read",
+    resource="system",
+    summary="Stored metric series over a timeframe",
+    query=MetricsQuerySchema,
+    response=json_object("success", "timeframe", "granularity", "metrics"),
+)
 def system_metrics() -> Response:
     """Stored series over a timeframe, in buckets of the granularity."""
-    require("read", "system")
     from ..plugins.monitoring.samples import GRANULARITIES, TIMEFRAMES
 
-    query = _query(MetricsQuerySchema())
+    query = query_args()
     monitor = _service("monitoring")
     store = monitor.sample_store()
     if store is None:
@@ -64,28 +74,47 @@ def system_metrics() -> Response:
     return _ok({**query, "metrics": series})
 
 
-@bp.get("/api/v1/system/logs")
+@route(
+    bp,
+    "/api/v1/system/logs",
+    permission="admin",
+    resource="system",
+    summary="Recent structured log records (admin)",
+    query=LogsQuerySchema,
+    response=json_object("success", "count", "logs"),
+)
 def system_logs() -> Response:
     """The newest log records of this process (admin)."""
-    require("admin", "system")
-    query = _query(LogsQuerySchema())
+    query = query_args()
     since = query["since"].timestamp() if query["since"] else None
     logs = _service("monitoring").logs.query(query["level"], query["limit"], since, query["component"])
     return _ok({"count": len(logs), "logs": logs})
 
 
-@bp.get("/api/v1/monitoring/alerts")
+@route(
+    bp,
+    "/api/v1/monitoring/alerts",
+    permission="read",
+    resource="system",
+    summary="Firing alerts and the alert rules",
+    response=json_object("success", "alerts", "rules"),
+)
 def alerts() -> Response:
     """Firing alerts and the rules in force."""
-    require("read", "system")
     alerting = _service("monitoring").alerts
     return _ok({"alerts": alerting.active(), "rules": [rule.describe() for rule in alerting.rules]})
 
 
-@bp.get("/metrics")
+@route(
+    bp,
+    "/metrics",
+    permission="read",
+    resource="system",
+    open_when=lambda kernel: kernel.settings.metrics_public,
+    summary="Metrics in the Prometheus text format",
+    content="text",
+)
 def prometheus_metrics() -> Response:
     """The Prometheus text format (open unless ``LLAMA_GPU_METRICS_PUBLIC=false``)."""
-    if not get_kernel().settings.metrics_public:
-        require("read", "system")
     body, content_type = _service("prometheus").render()
     return Response(body, mimetype=None, content_type=content_type)
