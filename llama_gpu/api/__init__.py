@@ -50,7 +50,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     app.teardown_request(release_stream)
 
     from ..dashboard import init_dashboard
-    from . import auth, benchmarks, convert, evaluate, health, infer, models, openai, openapi, plugins, system
+    from . import auth, health, infer, models, openai, openapi, plugins, system
 
     blueprints = (
         health.bp,
@@ -63,10 +63,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
         openai.bp,
         openapi.bp,
         system.bp,
-        benchmarks.bp,
-        evaluate.bp,
-        convert.bp,
-    )
+    )  # the job routes come from the job plugins (register_routes), as a third-party plugin's would
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -20,10 +20,12 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..db.models import Job
+from ..kernel.hookspecs import hookimpl
 from ..kernel.private import write_private
 from ..kernel.types import Identity, PluginInfo
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
@@ -222,6 +224,13 @@ class BenchmarkJobs(JobService):
         category="monitoring",
         description="Benchmarks started through the REST API: background jobs, stored results, live progress.",
     )
+
+    @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """The ``benchmarks`` blueprint (its routes declare their permissions and schemas)."""
+        from .routes.benchmarks import bp
+
+        register(bp)
 
     def submit(
         self,

@@ -15,12 +15,14 @@ and ``convert.failed`` (a cancelled job ends with ``status: "cancelled"``), on t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..convert import quantize as q
 from ..db.models import Job
 from ..kernel.errors import Conflict, InvalidInput
+from ..kernel.hookspecs import hookimpl
 from ..kernel.types import Identity, PluginInfo
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
 from .service import JobService
@@ -241,6 +243,13 @@ class ConversionJobs(JobService):
         category="models",
         description="GGUF re-quantization (llama.cpp's quantizer) as background jobs with progress and cancel.",
     )
+
+    @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """The ``convert`` blueprint (its routes declare their permissions and schemas)."""
+        from .routes.convert import bp
+
+        register(bp)
 
     def submit_conversion(
         self,

@@ -13,10 +13,12 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..db.models import Job
 from ..kernel.errors import InvalidInput, LlamaGPUError
+from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
 from ..kernel.types import Identity, InferenceRequest, PluginInfo
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
@@ -223,6 +225,14 @@ class EvaluationJobs(JobService):
         category="models",
         description="Perplexity, latency and custom metrics of a model over given prompts, stored as jobs.",
     )
+
+    @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """The ``evaluate`` blueprint (its routes declare their permissions and schemas)."""
+        from .routes.evaluate import bp
+
+        register(bp)
+
     #: Seconds ``evaluate`` waits for the job before it gives up (and cancels it).
     WAIT = 3600.0
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..convert.quantize import OPTIMIZATIONS
-from ..kernel.errors import ServiceUnavailable
-from .context import current_identity, get_kernel, json_body, page_query
-from .openai_schemas import ConvertSchema
-from .routing import json_object, route
-from .schemas import PageQuerySchema
+from ...api.context import current_identity, get_kernel, json_body, page_query
+from ...api.openai_schemas import ConvertSchema
+from ...api.routing import json_object, route
+from ...api.schemas import PageQuerySchema
+from ...convert.quantize import OPTIMIZATIONS
+from ...kernel.errors import ServiceUnavailable
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
 

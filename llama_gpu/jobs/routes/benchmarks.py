@@ -22,13 +22,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..jobs import FINISHED, iso
-from ..jobs.benchmark import planned_seconds
-from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
-from ..kernel.types import utc_iso
-from .context import current_identity, get_kernel, json_body, query_args
-from .routing import json_object, route
-from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...api.context import current_identity, get_kernel, json_body, query_args
+from ...api.routing import json_object, route
+from ...api.schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
+from ...kernel.types import utc_iso
+from .. import FINISHED, iso
+from ..benchmark import planned_seconds
 
 bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
 
@@ -42,8 +42,8 @@ def _jobs() -> Any:
 
 def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     """One validated :class:`BenchmarkConfig` per model, and whether they target this server."""
-    from ..bench import BenchmarkConfig
-    from ..bench.errors import ConfigurationError
+    from ...bench import BenchmarkConfig
+    from ...bench.errors import ConfigurationError
 
     raw = dict(body["config"])
     models = body.get("models")

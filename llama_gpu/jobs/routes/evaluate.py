@@ -13,13 +13,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..jobs import owner_of
-from ..jobs.store import metric_history
-from ..kernel.errors import InvalidInput, ServiceUnavailable
-from ..kernel.types import utc_iso
-from .context import count_of, current_identity, get_kernel, json_body, query_args
-from .routing import json_object, route
-from .schemas import EvaluateSchema, MetricsHistoryQuerySchema
+from ...api.context import count_of, current_identity, get_kernel, json_body, query_args
+from ...api.routing import json_object, route
+from ...api.schemas import EvaluateSchema, MetricsHistoryQuerySchema
+from ...kernel.errors import InvalidInput, ServiceUnavailable
+from ...kernel.types import utc_iso
+from .. import owner_of
+from ..store import metric_history
 
 bp = Blueprint("evaluate", __name__, url_prefix="/api/v1")
 
