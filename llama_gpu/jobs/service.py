@@ -209,12 +209,11 @@ class JobService:
             local = self._hold(LocalJob(row.id, identity=identity, secrets=submission.secrets))
             self.executor.submit(row.id, self.run_here)
             return row, local
-        else:
-            try:
-                queue.submit(row.id, self.run_here)
-            except Exception as exc:  # Redis away: no job is left queued for nobody
-                self.store.finish(row.id, "failed", error=f"could not queue the job: {type(exc).__name__}: {exc}")
-                raise
+        try:
+            queue.submit(row.id, self.run_here)
+        except Exception as exc:  # Redis away: no job is left queued for nobody
+            self.store.finish(row.id, "failed", error=f"could not queue the job: {type(exc).__name__}: {exc}")
+            raise
         return row, None
 
     def check_capacity(self) -> None:
@@ -282,9 +281,7 @@ class JobService:
         if local is not None and not taken:
             local.cancel.set()  # the job closes its row, with what it did so far
             local.done.wait(self.CANCEL_WAIT)
-        elif (
-            local is None
-        ):  # waiting in the queue, or running in another process (which sees the row at its next write)
+        elif local is None:  # in the queue, or running in another process (it sees the closed row at its next write)
             queued = row.status == "queued"
             if queued and self.queue is not None:
                 self.queue.take_back(job_id)
@@ -315,15 +312,6 @@ class JobService:
                 job.cancel.set()
                 running.append(job)
         return running
-
-    def wait(self, job_id: int, timeout: float) -> Outcome | None:
-        """The outcome of a job of this process once it ends (``None`` if it has not within ``timeout``)."""
-        with self._lock:
-            local = self._local.get(job_id)
-        if local is None:
-            return None
-        local.done.wait(timeout)
-        return local.outcome
 
     def recover(self) -> int:
         """Mark rows of processes that stopped beating as failed."""
