@@ -377,3 +377,46 @@ def test_a_worker_process_runs_queued_jobs_and_a_server_cancels_them(
         code = stop_worker(worker) if worker is not None else 0
         server.close()
     assert code == 0, log.read_text()
+
+
+def test_a_conversion_runs_in_the_worker_and_the_server_registers_its_output(
+    tmp_path: Path, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes the GGUF into the shared models directory; the server that reads the row adds it."""
+    from .test_convert import build_tiny_checkpoint
+
+    redis = redis_url()
+    monkeypatch.setenv("LLAMA_GPU_JOBS_QUEUE", queue_name)
+    models = tmp_path / "data" / "models"
+    build_tiny_checkpoint(models / "tiny-llama", "llama")
+    server = Server(tmp_path, redis, queue_name)
+    admin = server.kernel.services["accounts"].create_key("admin", "admin")[1]
+    log = tmp_path / "worker.log"
+    worker = None
+
+    def call(method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(
+            method, server.url + path, headers={"Authorization": f"Bearer {admin}"}, timeout=60, **kw
+        )
+
+    try:
+        answer = call("POST", "/v1/convert", json={"source_model": "tiny-llama", "quantization": "f32"})
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["job_id"]
+        worker = start_worker(tmp_path, redis, queue_name, server.httpd.server_port, log)
+
+        def finished() -> dict[str, Any] | None:
+            assert worker is not None and worker.poll() is None, log.read_text()
+            info = call("GET", f"/v1/convert/{job_id}").json()
+            return info if info["status"] != "processing" else None
+
+        info = wait_until(finished, 180, "the conversion to finish in the worker")
+        assert info["status"] == "completed" and info["progress"] == 1.0, (info, log.read_text())
+        assert (models / info["output_file"]).is_file()
+        listed = {m["id"] for m in call("GET", "/v1/models").json()["data"]}
+        assert info["model_id"] in listed, "the server registered the worker's output when it read the row"
+        assert server.kernel.services["conversions"].collect_metrics()["conversion_jobs_running"] == 0.0
+    finally:
+        code = stop_worker(worker) if worker is not None else 0
+        server.close()
+    assert code == 0, log.read_text()
