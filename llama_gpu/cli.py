@@ -113,7 +113,7 @@ def serve(
     gunicorn_config: str | None,
 ) -> None:
     """Start the server with its Socket.IO channel (Werkzeug; ``--production``: gunicorn)."""
-    from .api import create_app, stop_on_exit
+    from .app import configure_logging, create_app, stop_on_exit
 
     settings = Settings.from_env(
         host=host,
@@ -128,6 +128,7 @@ def serve(
     _bootstrap(settings)
     if argv is not None:
         _exec_gunicorn(settings, argv)
+    configure_logging(settings.log_level)
     app = create_app(settings)
     stop_on_exit(app)
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.

@@ -8,22 +8,20 @@ batch of chat requests. Errors use the OpenAI shape (see ``errors.py``).
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
-from flask import Blueprint, Response, g, jsonify, stream_with_context
+from flask import Blueprint, Response, g, jsonify
 
 from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput, LlamaGPUError
-from ..kernel.inference import InferenceStream
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
 from .context import count_of, get_kernel, json_body, number_of
-from .infer import end_stream
 from .openai_schemas import (
+    CHAT_DEFAULT_MAX_TOKENS,
+    COMPLETION_DEFAULT_MAX_TOKENS,
     MAX_LOGPROB_ENTRIES,
     MAX_REQUEST_SEQUENCES,
     BatchSchema,
@@ -33,12 +31,11 @@ from .openai_schemas import (
     ModelLoadV1Schema,
 )
 from .routing import json_object, route
+from .streaming import complete_many, sse_response
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
 OWNER = "llama-gpu"
-CHAT_DEFAULT_MAX_TOKENS = 512
-COMPLETION_DEFAULT_MAX_TOKENS = 16
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -90,34 +87,6 @@ def _check_sizes(sequences: int, max_tokens: int, logprobs: int | None) -> None:
             )
 
 
-def _collect(stream: InferenceStream) -> tuple[InferenceResponse, list[Chunk]]:
-    chunks = list(stream)
-    assert stream.response is not None
-    return stream.response, chunks
-
-
-def _run_all(requests: list[InferenceRequest]) -> list[tuple[InferenceResponse, list[Chunk]]]:
-    """Run requests concurrently; all are admitted before any result is awaited."""
-    kernel = get_kernel()
-    streams: list[InferenceStream] = []
-    try:
-        for request in requests:
-            streams.append(kernel.generate(request))
-    except BaseException:
-        for stream in streams:
-            stream.close()
-        raise
-    if len(streams) == 1:
-        return [_collect(streams[0])]
-    with ThreadPoolExecutor(max_workers=len(streams)) as pool:
-        futures = [pool.submit(_collect, s) for s in streams]
-        try:
-            return [f.result() for f in futures]
-        finally:
-            for stream in streams:
-                stream.close()
-
-
 def _usage(responses: list[InferenceResponse]) -> dict[str, int]:
     prompt = responses[0].prompt_tokens if responses else 0
     completion = sum(r.completion_tokens for r in responses)
@@ -157,24 +126,14 @@ def _completion_logprobs(chunks: list[Chunk], offset: int) -> dict[str, Any]:
 
 
 def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Response:
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-
-    def generate() -> Iterator[str]:
-        try:
-            try:
-                for event in events:
-                    yield f"data: {json.dumps(event)}\n\n"
-            except LlamaGPUError as exc:
-                yield f"data: {json.dumps({'error': openai_error_body(exc)['error']})}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:  # also when the response closes (Werkzeug may skip close() after a reset)
-            end_stream(on_close, lease)
-
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(lambda: end_stream(on_close, lease))
-    return response
+    """Stream as the OpenAI API does: errors in its shape, then ``[DONE]``."""
+    return sse_response(
+        events,
+        on_close,
+        error_event=lambda exc: {"error": openai_error_body(cast(LlamaGPUError, exc))["error"]},
+        catch=LlamaGPUError,
+        done="[DONE]",
+    )
 
 
 def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
@@ -228,7 +187,7 @@ def chat_completions() -> Response:
     created, cid = int(time.time()), f"chatcmpl-{g.request_id}"
     if body["stream"]:
         return _stream_chat(requests, body, cid, created)
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
     choices = [
         {
             "index": i,
@@ -341,7 +300,7 @@ def completions() -> Response:
     created, cid = int(time.time()), f"cmpl-{g.request_id}"
     if body["stream"]:
         return _stream_completions(requests, body, cid, created)
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
     choices = []
     for p, prompt in enumerate(prompts):
         candidates = results[p * best_of : (p + 1) * best_of]
@@ -574,7 +533,7 @@ def batch() -> Response:
         for i, item in enumerate(body["requests"])
     ]
     created = int(time.time())
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
     responses = [
         {
             "id": item_id,

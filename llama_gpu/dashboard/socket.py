@@ -51,8 +51,7 @@ from flask_socketio import SocketIO, join_room, leave_room
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from ..api.openai import CHAT_DEFAULT_MAX_TOKENS
-from ..api.openai_schemas import MessageSchema, StopField
+from ..api.openai_schemas import CHAT_DEFAULT_MAX_TOKENS, MessageSchema, StopField
 from ..api.schemas import StrictFloat
 from ..kernel.errors import (
     AuthenticationFailed,
