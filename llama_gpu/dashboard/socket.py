@@ -471,12 +471,6 @@ class SocketChannel:
                 if session.chats.get(request_id) is chat:
                     del session.chats[request_id]
 
-    @property
-    def running_chats(self) -> int:
-        """Chats streaming now, over all connections."""
-        with self._lock:
-            return sum(len(s.chats) for s in self._sessions.values())
-
 
 def close_after_websocket(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     """Close the TCP connection of a finished WebSocket under Werkzeug's server.
