@@ -187,7 +187,7 @@ def chat_completions() -> Response:
     created, cid = int(time.time()), f"chatcmpl-{g.request_id}"
     if body["stream"]:
         return _stream_chat(requests, body, cid, created)
-    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     choices = [
         {
             "index": i,
@@ -300,7 +300,7 @@ def completions() -> Response:
     created, cid = int(time.time()), f"cmpl-{g.request_id}"
     if body["stream"]:
         return _stream_completions(requests, body, cid, created)
-    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     choices = []
     for p, prompt in enumerate(prompts):
         candidates = results[p * best_of : (p + 1) * best_of]
@@ -367,12 +367,11 @@ def embeddings() -> Response:
     kernel = get_kernel()
     raw = body["input"]
     items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
-    model_id = kernel.registry.resolve(body["model"]).id
+    model_id = kernel.resolve_model(body["model"])
     if items and isinstance(items[0], list):  # token arrays are read with the model's own vocabulary
         items = kernel.detokenize(model_id, items)
     vectors = kernel.embed(model_id, items)
-    model = kernel.registry.loaded().get(model_id)
-    tokens = sum(model.count_tokens(t) for t in items) if model else 0
+    tokens = kernel.count_tokens(model_id, items)
     data = []
     for index, vector in enumerate(vectors):
         encoded: Any = vector
@@ -401,7 +400,7 @@ def list_models() -> Response:
     """Every known model, as the OpenAI API lists them."""
     kernel = get_kernel()
     created = int(kernel.started_at or time.time())
-    return jsonify({"object": "list", "data": [_model_object(s.id, created) for s in kernel.registry.specs()]})
+    return jsonify({"object": "list", "data": [_model_object(model_id, created) for model_id in kernel.model_ids()]})
 
 
 @route(
@@ -415,8 +414,7 @@ def list_models() -> Response:
 def get_model(model_id: str) -> Response:
     """One model; ``model_not_found`` (with the available ids) when it does not exist."""
     kernel = get_kernel()
-    spec = kernel.registry.resolve(model_id)
-    return jsonify(_model_object(spec.id, int(kernel.started_at or time.time())))
+    return jsonify(_model_object(kernel.resolve_model(model_id), int(kernel.started_at or time.time())))
 
 
 @route(
@@ -430,8 +428,7 @@ def get_model(model_id: str) -> Response:
 )
 def model_status(model_id: str) -> Response:
     """``GET /v1/models/{id}/status``: load state, memory and live metrics."""
-    info = get_kernel().registry.describe(model_id)
-    state = get_kernel().registry.state(model_id)
+    info = get_kernel().describe_model(model_id)
     perf = info["performance"]
     return jsonify(
         {
@@ -444,7 +441,7 @@ def model_status(model_id: str) -> Response:
                 "total_requests": perf["total_requests"],
                 "avg_latency_ms": round(perf["avg_latency"] * 1000, 2),
                 "tokens_per_second": perf["tokens_per_second"],
-                "last_used": state.last_used or None,
+                "last_used": info["last_used"],
             },
         }
     )
@@ -494,7 +491,7 @@ def unload_model(model_id: str) -> Response:
     freed = get_kernel().unload_model(model_id)
     return jsonify(
         {
-            "id": get_kernel().registry.resolve(model_id).id,
+            "id": get_kernel().resolve_model(model_id),
             "object": "model",
             "status": "unloaded",
             "freed_memory": freed,
@@ -533,7 +530,7 @@ def batch() -> Response:
         for i, item in enumerate(body["requests"])
     ]
     created = int(time.time())
-    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests)]
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     responses = [
         {
             "id": item_id,

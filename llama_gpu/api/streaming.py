@@ -91,17 +91,30 @@ class Completed:
     chunks: list[Chunk] = field(default_factory=list)
 
 
-def complete_many(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[Completed]:
+def complete_many(kernel: Kernel, requests: Sequence[InferenceRequest], *, together: bool = False) -> list[Completed]:
     """Serve ``requests`` concurrently and return them completed, in the same order.
 
-    At most :data:`MAX_WORKERS` are admitted and run at once. The first that fails cancels
-    the others (each stops at its next token; waiting ones never start), and once every one
-    has stopped its error is raised.
+    At most :data:`MAX_WORKERS` are served at once. By default each is admitted when a worker
+    takes it (independent items of a batch). ``together=True`` admits every request before any
+    is served, all or none (the choices of one OpenAI request: a refusal answers before any
+    work, and the sequences join the engine at the same step, so seeded samples repeat). The
+    first that fails cancels the others (each stops at its next token; waiting ones never
+    start), and once every one has stopped its error is raised.
     """
     if not requests:
         return []
+    admitted: list[InferenceStream | None] = [None] * len(requests)
+    if together or len(requests) == 1:
+        try:
+            for n, request in enumerate(requests):
+                admitted[n] = kernel.generate(request)
+        except BaseException:
+            for stream in admitted:
+                if stream is not None:
+                    stream.close()
+            raise
     if len(requests) == 1:  # nothing to overlap: served on the caller's thread
-        stream = kernel.generate(requests[0])
+        stream = cast(InferenceStream, admitted[0])
         try:
             chunks = list(stream)
         finally:
@@ -112,12 +125,13 @@ def complete_many(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[
     lock = threading.Lock()
     failures: list[BaseException] = []
 
-    def run(request: InferenceRequest) -> Completed | None:
-        stream: InferenceStream | None = None
+    def run(n: int) -> Completed | None:
+        stream = admitted[n]
         try:
             if cancelled.is_set():
                 return None
-            stream = kernel.generate(request)
+            if stream is None:
+                stream = kernel.generate(requests[n])
             chunks = []
             for chunk in stream:
                 if cancelled.is_set():
@@ -135,11 +149,14 @@ def complete_many(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[
                 stream.close()  # cancels an unfinished stream; a finished one is left as it is
 
     with ThreadPoolExecutor(max_workers=min(len(requests), MAX_WORKERS), thread_name_prefix="fanout") as pool:
-        futures = [pool.submit(run, request) for request in requests]
+        futures = [pool.submit(run, n) for n in range(len(requests))]
         wait(futures, return_when=FIRST_EXCEPTION)
         if cancelled.is_set():
             for future in futures:
                 future.cancel()
+    for stream in admitted:  # admitted together but never taken by a worker (cancelled): end them too
+        if stream is not None:
+            stream.close()
     if failures:
         raise failures[0]
     return [cast(Completed, future.result()) for future in futures]  # none cancelled: all finished
