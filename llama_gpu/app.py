@@ -51,7 +51,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
     )
     app.teardown_request(release_stream)
 
-    from .api import benchmarks, convert, evaluate, health, infer, models, openai, openapi, plugins
+    from .api import health, infer, models, openai, openapi, plugins
     from .dashboard import init_dashboard
 
     blueprints = (
@@ -62,10 +62,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, kernel: Kerne
         infer.aliases_bp,
         openai.bp,
         openapi.bp,
-        benchmarks.bp,
-        evaluate.bp,
-        convert.bp,
-    )
+    )  # the plugins' routes (auth, monitoring, jobs, third-party) come from register_routes
     for blueprint in (*blueprints, *kernel.routes()):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

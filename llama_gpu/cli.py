@@ -1,6 +1,6 @@
 """The ``llama-gpu`` command.
 
-Sub-commands: ``serve``, ``plugins``, ``version``; later issues add ``models``, ``db``,
+Sub-commands: ``serve``, ``worker``, ``plugins``, ``version``; later issues add ``models``, ``db``,
 ``users``, ``keys``, ``bench``. Plugins add their own through ``register_commands``.
 Every flag mirrors a ``LLAMA_GPU_*`` variable.
 """
@@ -262,6 +262,26 @@ def plugins_list(as_json: bool) -> None:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@main.command()
+@click.option(
+    "--queue",
+    envvar="LLAMA_GPU_JOBS_QUEUE",
+    default=None,
+    help="The RQ queue to serve [llama-gpu-jobs]; the servers must use the same.",
+)
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.option("--name", default=None, help="The worker's name in RQ [llama-gpu-<host>-<random>].")
+def worker(queue: str | None, burst: bool, name: str | None) -> None:
+    """Run queued benchmark and conversion jobs (needs LLAMA_GPU_REDIS_URL and the servers' database)."""
+    from .jobs.executors import DEFAULT_QUEUE
+    from .jobs.worker import run_worker
+
+    # a worker serves no model of its own: benchmarks reach the servers over HTTP
+    settings = Settings.from_env(preload=False)
+    click.echo(f"LLaMA GPU {__version__} worker on queue {queue or DEFAULT_QUEUE}", err=True)
+    run_worker(settings, queue or DEFAULT_QUEUE, burst=burst, name=name)
 
 
 @main.command()

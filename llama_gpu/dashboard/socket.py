@@ -11,8 +11,9 @@ Protocol, default namespace ``/``:
   unknown name refuses the whole call (``INVALID_INPUT``, details ``unknown``/``known``), and so
   does a list longer than :data:`MAX_SUBSCRIPTIONS` (details ``limit``). Each channel needs its
   role (``CHANNEL_ROLES``: ``plugin_events`` and ``convert`` need ``admin``, else ``read``;
-  ``PERMISSION_DENIED`` otherwise); ``benchmarks`` carries only the caller's own jobs (all of
-  them for an admin).
+  ``PERMISSION_DENIED`` otherwise). Each kind of job declares its channel
+  (:attr:`llama_gpu.jobs.JobKind.channel`); ``benchmarks`` and ``evaluations`` carry only the
+  caller's own jobs (all of them for an admin).
 
 Connections are re-checked every ``LLAMA_GPU_SOCKET_RECHECK_INTERVAL`` seconds: one whose key
 was revoked or whose login token expired gets ``session_ended`` {code, message} and is
@@ -53,6 +54,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from ..api.openai_schemas import CHAT_DEFAULT_MAX_TOKENS, MessageSchema, StopField
 from ..api.schemas import StrictFloat
+from ..jobs import owner_of
 from ..kernel.errors import (
     AuthenticationFailed,
     Conflict,
@@ -326,10 +328,7 @@ class SocketChannel:
             return channel
         if self.kernel.check_permission(identity, "admin"):
             return owner_room(channel, "*")
-        jobs = self.kernel.services.get(channel)
-        owner_of = getattr(jobs, "owner_of", None)
-        owner = owner_of(identity) if callable(owner_of) else f"{identity.kind}:{identity.id}"
-        return owner_room(channel, str(owner))
+        return owner_room(channel, owner_of(identity))
 
     def on_subscribe(self, *args: Any) -> dict[str, Any]:
         """Join the rooms of ``channels`` (all or none; each needs its channel's role)."""

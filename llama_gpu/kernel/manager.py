@@ -48,8 +48,9 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("monitoring", "llama_gpu.plugins.monitoring.monitor:Monitoring"),
     ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
     ("socketio_bridge", "llama_gpu.plugins.monitoring.socketio_bridge:SocketIOBridge"),
-    ("benchmarks", "llama_gpu.bench.jobs:BenchmarkJobs"),
-    ("conversions", "llama_gpu.convert.jobs:ConversionJobs"),
+    ("benchmarks", "llama_gpu.jobs.benchmark:BenchmarkJobs"),
+    ("conversions", "llama_gpu.jobs.conversion:ConversionJobs"),
+    ("evaluations", "llama_gpu.jobs.evaluation:EvaluationJobs"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.

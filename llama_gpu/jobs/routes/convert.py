@@ -17,13 +17,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..convert.jobs import describe
-from ..convert.quantize import OPTIMIZATIONS
-from ..kernel.errors import ServiceUnavailable
-from .context import current_identity, get_kernel, json_body, page_query
-from .openai_schemas import ConvertSchema
-from .routing import json_object, route
-from .schemas import PageQuerySchema
+from ...api.context import current_identity, get_kernel, json_body, page_query
+from ...api.openai_schemas import ConvertSchema
+from ...api.routing import json_object, route
+from ...api.schemas import PageQuerySchema
+from ...convert.quantize import OPTIMIZATIONS
+from ...kernel.errors import ServiceUnavailable
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
 
@@ -60,7 +59,7 @@ def create_conversion() -> tuple[Response, int]:
         optimization=body.get("optimization"),
         target_format=body["target_format"],
     )
-    info = describe(row)
+    info = _jobs().kind.describe(row)
     keys = ("job_id", "status", "estimated_duration", "progress", "source_model", "quantization", "output_file")
     return jsonify({k: info[k] for k in keys}), 202
 
@@ -81,7 +80,7 @@ def list_conversions() -> Response:
     limit, offset = page_query()
     rows = _jobs().list(identity, limit=limit + 1, offset=offset)
     more = len(rows) > limit
-    data = [describe(r) for r in rows[:limit]]
+    data = [_jobs().kind.describe(r) for r in rows[:limit]]
     return jsonify({"object": "list", "data": data, "has_more": more, "next_offset": offset + limit if more else None})
 
 
@@ -97,7 +96,8 @@ def list_conversions() -> Response:
 def get_conversion(job_id: int) -> Response:
     """One conversion job: status, progress, output file, size reduction, duration (admin)."""
     identity = current_identity()
-    return jsonify(describe(_jobs().get(job_id, identity)))
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.get(job_id, identity)))
 
 
 @route(
@@ -113,4 +113,5 @@ def get_conversion(job_id: int) -> Response:
 def cancel_conversion(job_id: int) -> Response:
     """Cancel a queued or running conversion; its partial output is removed (admin)."""
     identity = current_identity()
-    return jsonify(describe(_jobs().cancel(job_id, identity)))
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.cancel(job_id, identity)))

@@ -22,13 +22,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..bench.jobs import FINISHED, PRIVATE_PROGRESS, iso
-from ..db.models import BenchmarkRun
-from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
-from ..kernel.types import utc_iso
-from .context import current_identity, get_kernel, json_body, query_args
-from .routing import json_object, route
-from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...api.context import current_identity, get_kernel, json_body, query_args
+from ...api.routing import json_object, route
+from ...api.schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
+from ...kernel.types import utc_iso
+from .. import FINISHED, iso
+from ..benchmark import planned_seconds
 
 bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
 
@@ -42,8 +42,8 @@ def _jobs() -> Any:
 
 def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     """One validated :class:`BenchmarkConfig` per model, and whether they target this server."""
-    from ..bench import BenchmarkConfig
-    from ..bench.errors import ConfigurationError
+    from ...bench import BenchmarkConfig
+    from ...bench.errors import ConfigurationError
 
     raw = dict(body["config"])
     models = body.get("models")
@@ -79,10 +79,11 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
             )
     limit = get_kernel().settings.max_benchmark_seconds
     for config in configs:
-        if _estimate(config) > limit:
+        seconds = planned_seconds(config)
+        if seconds > limit:
             raise InvalidInput(
-                f"the benchmark may run {_estimate(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
-                details={"field": "config.max_time_per_run", "seconds": _estimate(config), "limit": limit},
+                f"the benchmark may run {seconds:g} s (runs x max_time_per_run); the limit is {limit:g} s",
+                details={"field": "config.max_time_per_run", "seconds": seconds, "limit": limit},
             )
     return configs, self_target
 
@@ -93,11 +94,6 @@ def _most_tokens(scenario: Any) -> float:
     if scenario.kind == "N":
         return max(p[0] + 4 * p[1], p[2] + 4 * p[3])
     return max(p, default=0.0)
-
-
-def _estimate(config: Any) -> float:
-    """Seconds the job runs at most once started."""
-    return float(config.max_time_per_run) * len(config.traffic_scenario or [1]) * len(config.num_users)
 
 
 @route(
@@ -128,7 +124,7 @@ def create_benchmark() -> tuple[Response, int]:
             jobs.submit(name, config, identity, self_target=self_target, prompts=body.get("prompts"), extra=extra)
         )
     created = rows[0].created_at
-    total = sum(_estimate(c) for c in configs)
+    total = sum(planned_seconds(c) for c in configs)
     eta = (created if created.tzinfo else created.replace(tzinfo=dt.UTC)) + dt.timedelta(seconds=total)
     return jsonify(
         {
@@ -164,7 +160,7 @@ def list_benchmarks() -> Response:
     return jsonify(
         {
             "success": True,
-            "benchmarks": [describe(r) for r in rows],
+            "benchmarks": [_jobs().kind.describe(r) for r in rows],
             "total": len(rows),
             "limit": limit,
             "offset": offset,
@@ -185,7 +181,8 @@ def list_benchmarks() -> Response:
 def get_benchmark(benchmark_id: int) -> Response:
     """One job: its configuration, status, progress and summary metrics."""
     identity = current_identity()
-    return jsonify({"success": True, "benchmark": describe(_jobs().get(benchmark_id, identity))})
+    jobs = _jobs()
+    return jsonify({"success": True, "benchmark": jobs.kind.describe(jobs.get(benchmark_id, identity))})
 
 
 @route(
@@ -200,8 +197,8 @@ def get_benchmark(benchmark_id: int) -> Response:
 def benchmark_status(benchmark_id: int) -> Response:
     """A job's status and progress."""
     identity = current_identity()
-    row = _jobs().get(benchmark_id, identity)
-    info = describe(row)
+    jobs = _jobs()
+    info = jobs.kind.describe(jobs.get(benchmark_id, identity))
     keys = ("benchmark_id", "status", "progress", "error", "created_at", "started_at", "finished_at")
     return jsonify({"success": True, **{k: info[k] for k in keys}})
 
@@ -247,29 +244,3 @@ def cancel_benchmark(benchmark_id: int) -> Response:
     identity = current_identity()
     row = _jobs().cancel(benchmark_id, identity)
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status})
-
-
-def describe(row: BenchmarkRun) -> dict[str, Any]:
-    """A job as the API shows it (no owner, no bookkeeping, a summary instead of every request)."""
-    stored = row.config if isinstance(row.config, dict) else {}
-    wanted = stored.get("metrics")
-    summary = {k: v for k, v in (row.summary or {}).items() if "." not in k and (not wanted or k in wanted)}
-    progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS} or None
-    config = dict(stored.get("benchmark") or {})
-    if stored.get("self_target"):
-        config.pop("api_key", None)
-    return {
-        "benchmark_id": row.id,
-        "name": row.name,
-        "model": row.model,
-        "target": row.target or "self",
-        "status": row.status,
-        "progress": progress,
-        "error": row.error,
-        "config": config,
-        "metrics": wanted,
-        "summary": summary or None,
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at),
-    }
