@@ -68,7 +68,7 @@ from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import AttemptCounter, StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, InferenceRequest, new_id, utc_iso
-from ..plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
+from ..plugins.monitoring import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
 
 log = logging.getLogger(__name__)
 
