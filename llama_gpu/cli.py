@@ -113,7 +113,7 @@ def serve(
     gunicorn_config: str | None,
 ) -> None:
     """Start the server with its Socket.IO channel (Werkzeug; ``--production``: gunicorn)."""
-    from .api import create_app, stop_on_exit
+    from .app import configure_logging, create_app, stop_on_exit
 
     settings = Settings.from_env(
         host=host,
@@ -128,6 +128,7 @@ def serve(
     _bootstrap(settings)
     if argv is not None:
         _exec_gunicorn(settings, argv)
+    configure_logging(settings.log_level)
     app = create_app(settings)
     stop_on_exit(app)
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.
@@ -143,7 +144,7 @@ def _bootstrap(settings: Settings) -> bool:
     private_dir(settings.data_dir)
     if settings.auth != "required":
         return False
-    from .plugins.auth.keys import bootstrap_admin
+    from .plugins.auth import bootstrap_admin
 
     first = bootstrap_admin(settings)
     if first is None:
@@ -180,7 +181,7 @@ def bootstrap_admin_command(secret_file: Path | None) -> None:
     try:  # created before the admin is, so that a secret is never made that cannot be kept
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        from .plugins.auth.keys import accounts_for
+        from .plugins.auth import accounts_for
 
         if settings.auth != "required" or accounts_for(settings).count_users():  # a rerun (compose up again)
             click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
@@ -191,7 +192,7 @@ def bootstrap_admin_command(secret_file: Path | None) -> None:
     first = None
     try:
         if settings.auth == "required":
-            from .plugins.auth.keys import bootstrap_admin
+            from .plugins.auth import bootstrap_admin
 
             first = bootstrap_admin(settings)
         if first is not None:

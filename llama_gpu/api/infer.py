@@ -2,33 +2,26 @@
 
 ``bp`` serves the native routes; ``aliases_bp`` serves ``/api/v1/generate``,
 ``/api/v1/generate/stream`` and ``/api/v1/batch/generate`` on the same kernel. Batches run
-their items concurrently through :func:`complete_all`.
+their items concurrently through :func:`~.streaming.complete_many`.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, stream_with_context
+from flask import Blueprint, Response, g, jsonify
 
 from ..kernel.inference import InferenceStream
-from ..kernel.kernel import Kernel
-from ..kernel.streams import StreamLease
 from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id, utc_iso
 from .context import count_of, current_identity, get_kernel, json_body
 from .routing import json_object, route
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
+from .streaming import complete_many, sse_response
 
 bp = Blueprint("infer", __name__, url_prefix="/api/v1")
 aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
-
-#: Most items of one batch that run at the same time.
-MAX_BATCH_WORKERS = 16
 
 
 @route(
@@ -111,89 +104,6 @@ def _sse_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     yield final
 
 
-def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], None]) -> Response:
-    """Stream ``events`` as ``data: {json}`` lines, unbuffered; a client that leaves cancels.
-
-    ``on_close`` runs when the response ends however it ends (even if never iterated).
-    """
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-
-    def generate() -> Iterator[str]:
-        try:
-            for event in events:
-                yield f"data: {json.dumps(event)}\n\n"
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report the error in-band
-            code = getattr(exc, "code", "INFERENCE_FAILED")
-            message = getattr(exc, "message", "inference failed")
-            yield f"data: {json.dumps({'error': {'code': code, 'message': message}})}\n\n"
-        finally:
-            end_stream(on_close, lease)
-
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(lambda: end_stream(on_close, lease))
-    return response
-
-
-def end_stream(on_close: Callable[[], None], lease: StreamLease | None) -> None:
-    """Cancel what the stream left running and give its slot back (idempotent).
-
-    Called when the stream's generator ends and again when the response closes: Werkzeug's
-    server skips ``close()`` when the client resets the connection after the last chunk (it
-    drains the socket first), so the generator's own end must release the slot too.
-    """
-    try:
-        on_close()
-    finally:
-        if lease is not None:
-            lease.release()
-
-
-# ---------------------------------------------------------------- shared helpers
-def complete_all(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[InferenceResponse]:
-    """Serve ``requests`` concurrently and return their responses in the same order.
-
-    At most :data:`MAX_BATCH_WORKERS` run at once. The first item that fails cancels the
-    others (each stops at its next token; queued ones never start), and once every item
-    has stopped its error is raised.
-    """
-    if not requests:
-        return []
-    cancelled = threading.Event()
-    lock = threading.Lock()
-    failures: list[BaseException] = []
-
-    def run(request: InferenceRequest) -> InferenceResponse | None:
-        stream: InferenceStream | None = None
-        try:
-            if cancelled.is_set():
-                return None
-            stream = kernel.generate(request)
-            for _ in stream:
-                if cancelled.is_set():
-                    return None
-            return stream.response
-        except BaseException as exc:
-            with lock:
-                failures.append(exc)
-            cancelled.set()
-            raise
-        finally:
-            if stream is not None:
-                stream.close()  # cancels an unfinished stream; a finished one is left as it is
-
-    with ThreadPoolExecutor(max_workers=min(len(requests), MAX_BATCH_WORKERS), thread_name_prefix="batch") as pool:
-        futures = [pool.submit(run, request) for request in requests]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if cancelled.is_set():
-            for future in futures:
-                future.cancel()
-    if failures:
-        raise failures[0]
-    return [cast(InferenceResponse, future.result()) for future in futures]  # none cancelled: all finished
-
-
 def _request(
     identity: Identity | None, field: str, prompt: str, max_tokens: int, body: dict[str, Any], id: str, **extra: Any
 ) -> InferenceRequest:
@@ -264,7 +174,7 @@ def batch_infer() -> Response:
         _request(identity, "text", item["text"], item["max_tokens"], body, f"{g.request_id}.{n}")
         for n, item in enumerate(items)
     ]
-    responses = complete_all(get_kernel(), requests)
+    responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify(
         {
             "success": True,
@@ -364,5 +274,5 @@ def batch_generate() -> Response:
         _request(identity, "prompt", item["prompt"], item["max_tokens"], body, f"{g.request_id}.{n}")
         for n, item in enumerate(body["requests"])
     ]
-    responses = complete_all(get_kernel(), requests)
+    responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify({"results": [{"text": r.text, "usage": _usage(r)} for r in responses]})

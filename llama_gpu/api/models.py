@@ -81,8 +81,8 @@ def summary(info: dict[str, Any]) -> dict[str, Any]:
 )
 def list_models() -> Response:
     """Every known model, loaded or not."""
-    registry = get_kernel().registry
-    infos = [registry.describe(spec.id) for spec in registry.specs()]
+    kernel = get_kernel()
+    infos = [kernel.describe_model(model_id) for model_id in kernel.model_ids()]
     return jsonify(
         {
             "success": True,
@@ -104,7 +104,7 @@ def list_models() -> Response:
 )
 def get_model(model_id: str) -> Response:
     """Catalog facts, state and live performance of one model."""
-    info = get_kernel().registry.describe(model_id)
+    info = get_kernel().describe_model(model_id)
     model = {
         key: info.get(key)
         for key in ("id", "name", "architecture", "parameters", "vocab_size", "context_length", "loaded", "backend")

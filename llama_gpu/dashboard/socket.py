@@ -52,8 +52,7 @@ from flask_socketio import SocketIO, join_room, leave_room
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from ..api.openai import CHAT_DEFAULT_MAX_TOKENS
-from ..api.openai_schemas import MessageSchema, StopField
+from ..api.openai_schemas import CHAT_DEFAULT_MAX_TOKENS, MessageSchema, StopField
 from ..api.schemas import StrictFloat
 from ..jobs import owner_of
 from ..kernel.errors import (
@@ -69,7 +68,7 @@ from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import AttemptCounter, StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, InferenceRequest, new_id, utc_iso
-from ..plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
+from ..plugins.monitoring import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
 
 log = logging.getLogger(__name__)
 
@@ -470,12 +469,6 @@ class SocketChannel:
             with self._lock:
                 if session.chats.get(request_id) is chat:
                     del session.chats[request_id]
-
-    @property
-    def running_chats(self) -> int:
-        """Chats streaming now, over all connections."""
-        with self._lock:
-            return sum(len(s.chats) for s in self._sessions.values())
 
 
 def close_after_websocket(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:

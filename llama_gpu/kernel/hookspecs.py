@@ -198,7 +198,9 @@ def prepare_request(request: InferenceRequest, kernel: Kernel) -> None:
 
     Aggregation: pipeline. Edit ``request`` in place (the prompt, the sampling
     parameters, ``request.metadata``); raise a ``LlamaGPUError`` such as
-    :class:`~llama_gpu.errors.InvalidInput` to refuse it.
+    :class:`~llama_gpu.errors.InvalidInput` to refuse it. It runs before the model is
+    acquired, so a refusal never loads or evicts one (a chat request: after its messages are
+    rendered with the model's chat template).
 
     :param request: The request; mutable.
     :param kernel: The kernel serving it.

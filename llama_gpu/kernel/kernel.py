@@ -601,3 +601,51 @@ class Kernel:
     def complete(self, request: InferenceRequest) -> Any:
         """Serve ``request`` to the end and return its :class:`InferenceResponse`."""
         return self.generate(request).result()
+
+    # ------------------------------------------------------- models, as the HTTP layer sees them
+    def model_ids(self) -> list[str]:
+        """The id of every known model, loaded or not."""
+        return [spec.id for spec in self.registry.specs()]
+
+    def resolve_model(self, model_id: str) -> str:
+        """The id ``model_id`` (or an alias such as ``default``) names; MODEL_NOT_FOUND otherwise."""
+        return self.registry.resolve(model_id).id
+
+    def describe_model(self, model_id: str) -> dict[str, Any]:
+        """Catalog facts, load state (``last_used`` included), memory and live performance of one model."""
+        info = self.registry.describe(model_id)
+        info["last_used"] = self.registry.state(model_id).last_used or None
+        return info
+
+    def loaded_model_count(self) -> int:
+        """How many models are loaded now."""
+        return len(self.registry.loaded())
+
+    def count_tokens(self, model_id: str, texts: list[str]) -> int:
+        """The tokens of ``texts`` in a loaded model's vocabulary (0 when the model is not loaded)."""
+        model = self.registry.loaded().get(self.registry.resolve(model_id).id)
+        return sum(model.count_tokens(text) for text in texts) if model is not None else 0
+
+    def not_ready(self) -> str | None:
+        """Why the default model cannot serve now (loading, failed, missing…), or ``None`` when it can."""
+        if self.state is not KernelState.STARTED:
+            return f"kernel is {self.state.value}"
+        try:
+            state = self.registry.state("default")
+            spec = state.spec
+            backend = self.registry.backends().get(spec.backend)
+            if state.status == "loaded":
+                return None
+            if state.status == "loading":
+                return f"the default model {spec.id!r} is loading"
+            if state.status == "failed":
+                return f"the default model {spec.id!r} failed to load: {state.error}"
+            if spec.unavailable:
+                return f"the default model {spec.id!r} is unavailable: {spec.unavailable}"
+            if backend is None or not backend.is_available():
+                return f"backend {spec.backend!r} of the default model is not available"
+            if not self.settings.may_autoload(spec.id):
+                return f"the default model {spec.id!r} is not loaded"
+        except LlamaGPUError as exc:
+            return exc.message
+        return None

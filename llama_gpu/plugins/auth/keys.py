@@ -53,6 +53,14 @@ class ApiKeyAuth:
         kernel.services["accounts"] = self.accounts
 
     @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """Logins, logouts and API keys: ``/api/v1/auth/…`` and ``/v1/auth/…``."""
+        from .routes import bp, openai_bp
+
+        register(bp)
+        register(openai_bp)
+
+    @hookimpl
     def shutdown(self, kernel: Kernel) -> None:
         """Stop sharing the accounts."""
         kernel.services.pop("accounts", None)

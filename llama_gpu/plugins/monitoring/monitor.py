@@ -140,6 +140,13 @@ class Monitoring:
             register(name, description)
 
     @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """``/api/v1/system/…`` and ``/api/v1/monitoring/alerts``."""
+        from .routes import bp
+
+        register(bp)
+
+    @hookimpl
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Apply ``alert_rules`` (a list of rules; a bad one refuses the settings) and ``log_capacity``."""
         rules = parse_rules(settings.get("alert_rules", list(DEFAULT_RULES)))

@@ -16,7 +16,7 @@ gauges take the most recent reading. A process that exits must be marked dead
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -250,6 +250,13 @@ class PrometheusExporter:
         """Create the metric families."""
         self.metrics = Metrics(kernel)
         kernel.services["prometheus"] = self.metrics
+
+    @hookimpl
+    def register_routes(self, register: Callable[[Any], None]) -> None:
+        """``GET /metrics``."""
+        from .routes import metrics_bp
+
+        register(metrics_bp)
 
     @hookimpl
     def on_event(self, event: Event) -> None:

@@ -1,6 +1,7 @@
-"""Logins and API keys: ``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+"""The ``api_keys`` plugin's HTTP surface, registered through ``register_routes``: logins and API keys.
 
-Thin: the logic is the ``api_keys`` plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
+``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+Thin: the logic is the plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
 (``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
 and lists and revokes only the keys of its lineage: a user those it owns (its own and those
 made from them), a key those made from it (an admin: any). Revoking a key revokes the keys
@@ -15,18 +16,18 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kernel.errors import (
+from ...api.context import credentials, current_identity, get_kernel, json_body, page_query
+from ...api.routing import json_object, route
+from ...api.schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
+from ...kernel.errors import (
     AuthenticationFailed,
     InvalidInput,
     PermissionDenied,
     RateLimitExceeded,
     ServiceUnavailable,
 )
-from ..kernel.types import Identity
-from ..plugins.auth.accounts import parse_duration, roles_of, top_role
-from .context import credentials, current_identity, get_kernel, json_body, page_query
-from .routing import json_object, route
-from .schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
+from ...kernel.types import Identity
+from .accounts import parse_duration, roles_of, top_role
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")

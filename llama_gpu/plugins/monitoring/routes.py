@@ -1,4 +1,8 @@
-"""Monitoring endpoints: status, GPUs, stored series, logs, alerts, and ``/metrics`` for Prometheus."""
+"""The monitoring plugins' HTTP surface, registered through ``register_routes`` like any plugin's.
+
+:data:`bp` (the ``monitoring`` plugin's): status, GPUs, stored series, logs, alerts.
+:data:`metrics_bp` (the ``prometheus`` plugin's): ``/metrics`` in the Prometheus text format.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ..kernel.errors import ServiceUnavailable
-from ..kernel.types import utc_iso
-from .context import get_kernel, query_args
-from .routing import json_object, route
-from .schemas import LogsQuerySchema, MetricsQuerySchema
+from ...api.context import get_kernel, query_args
+from ...api.routing import json_object, route
+from ...api.schemas import LogsQuerySchema, MetricsQuerySchema
+from ...kernel.errors import ServiceUnavailable
+from ...kernel.types import utc_iso
+from .samples import GRANULARITIES, TIMEFRAMES
 
 bp = Blueprint("system", __name__)
+metrics_bp = Blueprint("prometheus", __name__)
 
 
 def _service(name: str) -> Any:
@@ -63,8 +69,6 @@ def system_gpu() -> Response:
 )
 def system_metrics() -> Response:
     """Stored series over a timeframe, in buckets of the granularity."""
-    from ..plugins.monitoring.samples import GRANULARITIES, TIMEFRAMES
-
     query = query_args()
     monitor = _service("monitoring")
     store = monitor.sample_store()
@@ -106,7 +110,7 @@ def alerts() -> Response:
 
 
 @route(
-    bp,
+    metrics_bp,
     "/metrics",
     permission="read",
     resource="system",
