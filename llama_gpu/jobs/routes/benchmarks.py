@@ -64,7 +64,7 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     configs = []
     for model in models or [raw["api_model_name"]]:
         if self_target:
-            get_kernel().registry.resolve(model)  # MODEL_NOT_FOUND now, not a failed job later
+            get_kernel().resolve_model(model)  # MODEL_NOT_FOUND now, not a failed job later
         try:
             configs.append(BenchmarkConfig.from_dict({**raw, "api_model_name": model}))
         except ConfigurationError as exc:
