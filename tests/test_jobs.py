@@ -34,7 +34,7 @@ from llama_gpu.db import Database, Job
 from llama_gpu.db.migrate import alembic_config
 from llama_gpu.db.session import _make_engine
 from llama_gpu.jobs import JobChannel, JobContext, JobKind, JobService, Outcome, Submission, channels
-from llama_gpu.kernel.errors import Conflict, ServerOverloaded
+from llama_gpu.kernel.errors import Conflict, ServerOverloaded, ServiceUnavailable
 from llama_gpu.kernel.types import PluginInfo
 from llama_gpu.plugins.monitoring.socketio_bridge import CHANNEL_ROLES, OWNER_CHANNELS, channel_of
 
@@ -211,6 +211,24 @@ def test_the_embedded_pool_runs_max_running_jobs_at_once_and_cancels_waiting_and
         assert not any(t[1] == third.id and t[0] != "wait.failed" for t in types), "a job taken back never ran"
     finally:
         WaitKind.gate.set()
+        kernel.stop(timeout=5)
+
+
+def test_an_unreachable_queue_refuses_the_job_with_503_and_leaves_no_queued_row(tmp_path: Path) -> None:
+    kernel = Kernel(make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")).start()  # nothing listens there
+    try:
+        from llama_gpu.bench import BenchmarkConfig
+
+        service = kernel.services["benchmarks"]
+        assert service.queue is not None, "with Redis set, benchmarks go on the queue"
+        config = BenchmarkConfig.from_dict({**TINY, "api_base": "http://127.0.0.1:9/v1", "server_info": {}})
+        with pytest.raises(ServiceUnavailable) as refused:
+            service.submit("unqueued", config, None, self_target=True)
+        assert refused.value.retry_after == 30
+        row = service.store.get(refused.value.details["benchmark_id"])
+        assert row is not None and row.status == "failed" and "could not queue" in (row.error or "")
+        assert kernel.services["evaluations"].queue is None, "evaluations always run in the server"
+    finally:
         kernel.stop(timeout=5)
 
 

@@ -211,9 +211,13 @@ class JobService:
             return row, local
         try:
             queue.submit(row.id, self.run_here)
-        except Exception as exc:  # Redis away: no job is left queued for nobody
+        except Exception as exc:  # Redis away: no job is left queued for nobody, and the caller gets a 503
             self.store.finish(row.id, "failed", error=f"could not queue the job: {type(exc).__name__}: {exc}")
-            raise
+            error = ServiceUnavailable(
+                f"the job queue is unreachable: {type(exc).__name__}", details={self.KIND.id_field: row.id}
+            )
+            error.retry_after = 30
+            raise error from exc
         return row, None
 
     def check_capacity(self) -> None:
