@@ -307,8 +307,9 @@ class Kernel:
         return start_inference(self, request)
 
     def cancel_request(self, request_id: str, identity: Identity | None) -> int:
-        """Cancel a running or queued request of ``identity`` (any, for an admin)."""
-        return self.requests.cancel(request_id, identity)
+        """Cancel a running or queued request of ``identity`` (any, for one ``check_permission`` lets admin them)."""
+        any_owner = identity is not None and self.check_permission(identity, "admin", "requests")
+        return self.requests.cancel(request_id, identity, any_owner)
 
     def complete(self, request: InferenceRequest) -> Any:
         """Serve ``request`` to the end and return its :class:`InferenceResponse`."""

@@ -31,7 +31,8 @@ def accounts_for(kernel_or_settings: Any) -> Accounts:
     db = Database(settings.database, auto_upgrade=settings.db_auto_upgrade)
     if isinstance(kernel_or_settings, Kernel):  # one database per kernel, whichever plugin starts first
         db = kernel_or_settings.services.setdefault(DATABASE, db)
-    return Accounts(db, lambda: jwt_secret(settings.jwt_secret, settings.data_dir), settings.jwt_expires)
+    permits = kernel_or_settings.check_permission if isinstance(kernel_or_settings, Kernel) else None
+    return Accounts(db, lambda: jwt_secret(settings.jwt_secret, settings.data_dir), settings.jwt_expires, permits)
 
 
 class ApiKeyAuth:
