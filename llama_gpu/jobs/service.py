@@ -26,10 +26,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from ..db import DATABASE
 from ..db.models import Job, utcnow
 from ..kernel.errors import Conflict, NotFound, RateLimitExceeded, ServerOverloaded, ServiceUnavailable
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
+from ..kernel.services import ServiceKey
 from ..kernel.types import Event, Identity, PluginInfo
 from .executors import DEFAULT_QUEUE, QueueExecutor, ThreadExecutor
 from .kind import JobContext, JobKind, Outcome, Submission
@@ -64,8 +66,8 @@ class JobService:
 
     KIND: ClassVar[type[JobKind]]
     PLUGIN_INFO: ClassVar[PluginInfo]
-    #: The service's name in ``kernel.services``.
-    SERVICE: ClassVar[str]
+    #: The service's key in ``kernel.services`` (:mod:`llama_gpu.jobs.keys`).
+    SERVICE: ClassVar[ServiceKey[JobService]]
     #: Seconds between heartbeats of this process's rows; a row silent for STALE_AFTER is abandoned.
     HEARTBEAT = 5.0
     STALE_AFTER = 30.0
@@ -143,8 +145,7 @@ class JobService:
         if self._beater is not None:
             self._beater.join(2.0)
             self._beater = None
-        if kernel.services.get(self.SERVICE) is self:
-            kernel.services.pop(self.SERVICE, None)
+        kernel.services.discard(self.SERVICE, self)
 
     @hookimpl
     def collect_metrics(self) -> dict[str, float]:
@@ -161,7 +162,7 @@ class JobService:
     def store(self) -> JobStore:
         """The kind's rows in the shared database."""
         assert self.kernel is not None, f"the {self.noun} jobs plugin is not started"
-        return JobStore(self.kernel.services["db"], self.KIND.name)
+        return JobStore(self.kernel.service(DATABASE), self.KIND.name)
 
     def is_admin(self, identity: Identity | None) -> bool:
         """Whether ``identity`` sees and manages every owner's jobs (asked of ``check_permission``)."""

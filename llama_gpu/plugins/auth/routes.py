@@ -2,7 +2,7 @@
 
 ``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
 Thin: the logic is the plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
-(``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
+(``kernel.services[ACCOUNTS]``). A caller creates keys with at most its own permissions,
 and lists and revokes only the keys of its lineage: a user those it owns (its own and those
 made from them), a key those made from it (an admin: any). Revoking a key revokes the keys
 made from it. Failed logins are throttled per user name and per client address. No
@@ -27,6 +27,7 @@ from ...kernel.errors import (
     ServiceUnavailable,
 )
 from ...kernel.types import Identity
+from . import ACCOUNTS
 from .accounts import parse_duration, roles_of, top_role
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -34,7 +35,7 @@ openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
 
 
 def _accounts() -> Any:
-    accounts = get_kernel().services.get("accounts")
+    accounts = get_kernel().services.get(ACCOUNTS)
     if accounts is None:
         raise ServiceUnavailable("accounts are not available (the api_keys plugin is not loaded)")
     return accounts
