@@ -1,6 +1,6 @@
 """The ``llama-gpu`` command.
 
-Sub-commands: ``serve``, ``plugins``, ``version``; later issues add ``models``, ``db``,
+Sub-commands: ``serve``, ``worker``, ``plugins``, ``version``; later issues add ``models``, ``db``,
 ``users``, ``keys``, ``bench``. Plugins add their own through ``register_commands``.
 Every flag mirrors a ``LLAMA_GPU_*`` variable.
 """
@@ -113,7 +113,7 @@ def serve(
     gunicorn_config: str | None,
 ) -> None:
     """Start the server with its Socket.IO channel (Werkzeug; ``--production``: gunicorn)."""
-    from .api import create_app, stop_on_exit
+    from .app import configure_logging, create_app, stop_on_exit
 
     settings = Settings.from_env(
         host=host,
@@ -128,6 +128,7 @@ def serve(
     _bootstrap(settings)
     if argv is not None:
         _exec_gunicorn(settings, argv)
+    configure_logging(settings.log_level)
     app = create_app(settings)
     stop_on_exit(app)
     # SIGTERM (what process managers send) exits through atexit, so the kernel drains first.
@@ -143,7 +144,7 @@ def _bootstrap(settings: Settings) -> bool:
     private_dir(settings.data_dir)
     if settings.auth != "required":
         return False
-    from .plugins.auth.keys import bootstrap_admin
+    from .plugins.auth import bootstrap_admin
 
     first = bootstrap_admin(settings)
     if first is None:
@@ -180,7 +181,7 @@ def bootstrap_admin_command(secret_file: Path | None) -> None:
     try:  # created before the admin is, so that a secret is never made that cannot be kept
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        from .plugins.auth.keys import accounts_for
+        from .plugins.auth import accounts_for
 
         if settings.auth != "required" or accounts_for(settings).count_users():  # a rerun (compose up again)
             click.echo("bootstrap-admin: users exist already (or LLAMA_GPU_AUTH=off): nothing to do", err=True)
@@ -191,7 +192,7 @@ def bootstrap_admin_command(secret_file: Path | None) -> None:
     first = None
     try:
         if settings.auth == "required":
-            from .plugins.auth.keys import bootstrap_admin
+            from .plugins.auth import bootstrap_admin
 
             first = bootstrap_admin(settings)
         if first is not None:
@@ -261,6 +262,26 @@ def plugins_list(as_json: bool) -> None:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@main.command()
+@click.option(
+    "--queue",
+    envvar="LLAMA_GPU_JOBS_QUEUE",
+    default=None,
+    help="The RQ queue to serve [llama-gpu-jobs]; the servers must use the same.",
+)
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.option("--name", default=None, help="The worker's name in RQ [llama-gpu-<host>-<random>].")
+def worker(queue: str | None, burst: bool, name: str | None) -> None:
+    """Run queued benchmark and conversion jobs (needs LLAMA_GPU_REDIS_URL and the servers' database)."""
+    from .jobs.executors import DEFAULT_QUEUE
+    from .jobs.worker import run_worker
+
+    # a worker serves no model of its own: benchmarks reach the servers over HTTP
+    settings = Settings.from_env(preload=False)
+    click.echo(f"LLaMA GPU {__version__} worker on queue {queue or DEFAULT_QUEUE}", err=True)
+    run_worker(settings, queue or DEFAULT_QUEUE, burst=burst, name=name)
 
 
 @main.command()

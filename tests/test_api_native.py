@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from llama_gpu import Kernel, hookimpl
-from llama_gpu.api import create_app, infer, schemas
+from llama_gpu.api import create_app, infer, schemas, streaming
 from llama_gpu.errors import InvalidInput
 from llama_gpu.kernel.types import Chunk, InferenceRequest
 
@@ -108,7 +108,7 @@ def test_batch_ids_differ_between_batches(client: FlaskClient) -> None:
 
 
 def test_batch_larger_than_the_pool_keeps_order(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infer, "MAX_BATCH_WORKERS", 2)
+    monkeypatch.setattr(streaming, "MAX_WORKERS", 2)
     inputs = [{"id": f"item-{n}", "text": " ".join(WORDS[n:]), "max_tokens": 2} for n in range(7)]
     results = client.post("/api/v1/batch_infer", json={"inputs": inputs}).json["results"]
     assert [r["id"] for r in results] == [i["id"] for i in inputs]

@@ -40,7 +40,7 @@ TABLES = {
     "model_config",
     "metric_samples",
     "audit_events",
-    "benchmark_runs",
+    "jobs",
 }
 
 

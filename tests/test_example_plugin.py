@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+from llama_gpu import Kernel
+from llama_gpu.app import create_app
+
+from .conftest import make_settings
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "llama-gpu-shout"
 
 
@@ -74,3 +79,32 @@ def test_example_plugin_loads_and_unloads_at_runtime(
     assert listed["shout"]["status"] == "available"
     assert listed["shout"]["category"] == "postprocessing"
     assert listed["shout"]["author"] == "LLaMA GPU examples"
+
+
+def test_the_example_plugin_adds_a_documented_route(
+    tmp_path: Path, shout_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed before the server starts, the plugin's ``register_routes`` blueprint is served,
+    guarded by its declaration and listed in the OpenAPI document."""
+    monkeypatch.syspath_prepend(str(shout_site))
+    kernel = Kernel(make_settings(tmp_path, auth="required", autoload_plugins=True)).start()
+    try:
+        client = create_app(kernel=kernel).test_client()
+        accounts = kernel.services["accounts"]
+        writer, reader = (accounts.create_key(role, role)[1] for role in ("write", "read"))
+        body = {"text": "hello"}
+        assert client.post("/api/v1/shout", json=body).status_code == 401
+        refused = client.post("/api/v1/shout", json=body, headers={"Authorization": f"Bearer {reader}"})
+        assert refused.status_code == 403 and refused.json["error"]["code"] == "PERMISSION_DENIED"
+        shouted = client.post("/api/v1/shout", json=body, headers={"Authorization": f"Bearer {writer}"})
+        assert shouted.status_code == 200 and shouted.json == {"shouted": "HELLO"}
+        bad = client.post("/api/v1/shout", json={"text": 7}, headers={"Authorization": f"Bearer {writer}"})
+        assert bad.status_code == 400 and bad.json["error"]["details"]["errors"] == {"text": ["Not a valid string."]}
+
+        operation = client.get("/api/v1/openapi.json").json["paths"]["/api/v1/shout"]["post"]
+        assert operation["summary"] == "Shout a text back (the example plugin's route)"
+        assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+        assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Shout")
+        assert operation["tags"] == ["shout"] and "429" in operation["responses"]
+    finally:
+        kernel.stop(timeout=2)

@@ -14,12 +14,19 @@ import pytest
 
 from llama_gpu.kernel import hookspecs
 from llama_gpu.kernel.errors import LlamaGPUError, all_error_classes
+from llama_gpu.kernel.plugin_host import HOOKS as DISPATCH
+from llama_gpu.kernel.plugin_host import Dispatch
 
 HOOKS = {
     name: func for name, func in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(func, "llama_gpu_spec")
 }
-KINDS = ("collector", "firstresult", "pipeline", "per-plugin", "broadcast", "subscriber")
+#: The dispatch kinds, and each hook's, from the plugin host's one table.
+KINDS = tuple(kind.value for kind in Dispatch)
 TESTS = Path(__file__).resolve().parent
+
+
+def test_the_plugin_host_table_names_every_hook_once() -> None:
+    assert sorted(DISPATCH) == sorted(HOOKS)
 
 
 def test_the_expected_hooks_exist() -> None:
@@ -57,6 +64,7 @@ def test_every_hook_is_typed_and_documented(name: str) -> None:
     assert aggregation, f"{name} does not state its aggregation rule"
     kind = re.match(r"Aggregation: ([a-z-]+)", aggregation[0]).group(1)  # type: ignore[union-attr]
     assert kind in KINDS, f"{name}: unknown aggregation {kind!r}"
+    assert DISPATCH[name].kind == kind, f"{name}: the plugin host dispatches it as {DISPATCH[name].kind}"
     opts = func.llama_gpu_spec  # type: ignore[attr-defined]
     assert (kind == "firstresult") == bool(opts.get("firstresult")), f"{name}: aggregation and spec disagree"
     if kind == "collector":

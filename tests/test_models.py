@@ -297,3 +297,19 @@ def test_assembly_verifies_the_digest(tmp_path: Path) -> None:
         assemble_parts(parts, tmp_path / "bad.gguf", "0" * 64, 11, seen.append)
     assert info.value.details["actual_sha256"] == good
     assert not (tmp_path / "bad.gguf").exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_request_the_filters_refuse_never_loads_or_evicts_a_model(tmp_path: Path) -> None:
+    kernel, catalog, _ = sized_kernel(tmp_path, max_loaded_models=1)
+    try:
+        assert ask(kernel, "small") == "small"
+        with pytest.raises(InvalidInput, match="max_tokens"):
+            ask(kernel, "medium", max_tokens=10**6)  # the limits filter refuses it before any load
+        assert catalog.backend.loads == ["small"], "medium was never loaded (small never evicted for it)"
+        # a chat needs its model's template first (this one has none): it loads, then is refused
+        chat = InferenceRequest(prompt="", messages=[{"role": "user", "content": "hi"}], model="medium")
+        with pytest.raises(InvalidInput, match="no chat template"):
+            kernel.complete(chat)
+        assert catalog.backend.loads == ["small", "medium"]
+    finally:
+        kernel.stop()

@@ -2,8 +2,9 @@
 
 The walk reads the app as it is: every rule of ``app.url_map`` (plugins' routes included)
 and every handler of the Socket.IO server. A rule that is not on :data:`PUBLIC` must declare
-its permission the way routes do today, with ``require("<role>", …)`` in the view (or in a
-helper of its module that it calls), and then answer 401 without credentials, 403 to a key
+its permission on the route (``@route(bp, …, permission="<role>")``, read back from the view's
+declaration; a Socket.IO handler with ``require("<role>", …)`` in its body), and then answer
+401 without credentials, 403 to a key
 whose permissions are below the declared role, and neither to a key that holds it. A route
 added later without protection fails :func:`test_every_route_refuses_callers_without_its_role`
 (and :func:`test_the_walk_catches_an_unprotected_route` shows that it would).
@@ -27,6 +28,7 @@ from werkzeug.serving import make_server
 
 from llama_gpu import Kernel, hookimpl
 from llama_gpu.api import create_app
+from llama_gpu.api.routing import route_spec
 from llama_gpu.dashboard.socket import SocketChannel
 from llama_gpu.plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS
 
@@ -83,7 +85,10 @@ def _roles_in(function: Callable[..., Any], depth: int = 2) -> list[str]:
 
 
 def declared_role(function: Callable[..., Any]) -> str | None:
-    """The highest role ``function`` declares, or ``None`` when it declares none."""
+    """The role a route declares on itself, else the highest ``function`` asks for; ``None`` when it declares none."""
+    spec = route_spec(function)
+    if spec is not None:
+        return spec.permission
     roles = _roles_in(function)
     return max(roles, key=ROLES.index) if roles else None
 

@@ -11,17 +11,13 @@ from marshmallow import Schema, ValidationError
 from ..kernel.errors import AuthenticationFailed, InvalidInput, RateLimitExceeded, UnsupportedMediaType
 from ..kernel.kernel import Kernel
 from ..kernel.streams import StreamLease, StreamLimiter
-from ..kernel.types import Credentials, Identity, new_id, utc_iso
+from ..kernel.types import Credentials, Identity, new_id
+from .routing import RouteSpec, current_route
 
 EXTENSION = "llama_gpu"
 #: ``app.extensions`` key of the app's :class:`StreamLimiter`.
 STREAMS = "llama_gpu.streams"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def utc_timestamp() -> str:
-    """Now, as an ISO-8601 UTC timestamp ending in ``Z``."""
-    return utc_iso()
 
 
 def get_kernel() -> Kernel:
@@ -63,74 +59,47 @@ def require(permission: str, resource: str | None = None) -> Identity | None:
     return identity
 
 
-#: Endpoints (``blueprint.function``) and the rate-limit group they count in.
-RATE_LIMIT_GROUPS: dict[str, str] = {
-    "infer.infer": "infer",
-    "aliases.generate": "infer",
-    "infer.stream_infer": "stream",
-    "aliases.generate_stream": "stream",
-    "infer.batch_infer": "batch",
-    "aliases.batch_generate": "batch",
-    "openai.batch": "batch",
-    "openai.chat_completions": "infer",
-    "openai.completions": "infer",
-    "openai.embeddings": "infer",
-    "openai.load_model": "models",
-    "openai.unload_model": "models",
-    "openai.model_status": "models",
-    "evaluate.evaluate": "infer",
-}
-#: Blueprints whose every endpoint counts in one group.
-RATE_LIMIT_BLUEPRINTS: dict[str, str] = {
-    "models": "models",
-    "plugins": "plugins",
-    "auth": "auth",
-    "auth_v1": "auth",
-    "benchmarks": "benchmarks",
-    "convert": "models",
-}
-#: Endpoints that count as ``stream`` when the JSON body asks for ``"stream": true``.
-STREAMABLE = frozenset({"infer.infer", "aliases.generate", "openai.chat_completions", "openai.completions"})
+def enforce(spec: RouteSpec) -> None:
+    """What a declared route asks before its view runs: its rate limit, and its permission unless open."""
+    if spec.permission is None:
+        enforce_rate_limit(None)  # open routes count per client address (when they name a group)
+    elif not spec.opened(get_kernel()):
+        require(spec.permission, spec.resource)
 
 
-def rate_limit_group() -> str:
-    """The rate-limit group of this request's endpoint (``system`` for anything unlisted)."""
-    endpoint = request.endpoint or ""
-    if endpoint in STREAMABLE and request.is_json:
+def rate_limit_group() -> str | None:
+    """The rate-limit group this request counts in, from its route's declaration (``None``: not counted).
+
+    A streamable route counts as ``stream`` when its JSON body asks for ``"stream": true``;
+    an undeclared route counts as ``system``.
+    """
+    spec = current_route()
+    if spec is None:
+        return "system"
+    if spec.streamable and request.is_json:
         body = request.get_json(silent=True)
         if isinstance(body, dict) and body.get("stream") is True:
             return "stream"
-    group = RATE_LIMIT_GROUPS.get(endpoint) or RATE_LIMIT_BLUEPRINTS.get(endpoint.partition(".")[0])
-    return group or "system"
-
-
-def _count(value: Any) -> int:
-    return len(value) if isinstance(value, list) else 1
-
-
-def _number(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+    return spec.rate_limit
 
 
 def request_cost() -> int:
     """How many sequences this request asks for (what it counts for in its rate limit); 1 when unknown."""
+    spec = current_route()
     body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
+    if spec is None or spec.cost is None or not isinstance(body, dict):
         return 1
-    endpoint = request.endpoint or ""
-    if endpoint == "openai.completions":
-        cost = _count(body.get("prompt")) * max(_number(body.get("best_of")), _number(body.get("n")))
-    elif endpoint == "openai.chat_completions":
-        cost = _number(body.get("n"))
-    elif endpoint in ("openai.batch", "aliases.batch_generate"):
-        cost = _count(body.get("requests"))
-    elif endpoint == "infer.batch_infer":
-        cost = _count(body.get("inputs"))
-    elif endpoint == "evaluate.evaluate":
-        cost = _count(body.get("prompts"))
-    else:
-        cost = 1
-    return max(1, min(cost, MAX_COST))
+    return max(1, min(spec.cost(body), MAX_COST))
+
+
+def count_of(value: Any) -> int:
+    """How many items ``value`` holds when it is a list; 1 otherwise (a cost helper)."""
+    return len(value) if isinstance(value, list) else 1
+
+
+def number_of(value: Any) -> int:
+    """``value`` when it is a positive int; 1 otherwise (a cost helper)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 #: The most one call counts for (bodies asking for more are refused anyway).
@@ -142,6 +111,8 @@ def enforce_rate_limit(identity: Identity | None) -> None:
     if "rate_limit_group" in g:
         return
     g.rate_limit_group = group = rate_limit_group()
+    if group is None:
+        return
     status = get_kernel().rate_limit(identity, group, request.remote_addr or "unknown", cost=request_cost())
     if status is not None:
         g.rate_limit = status
@@ -174,8 +145,19 @@ def release_stream(_exc: BaseException | None = None) -> None:
         lease.release()
 
 
-def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
-    """Parse and validate the JSON body with ``schema``; 4xx with details on bad input."""
+def json_body(schema: Schema | None = None, *, optional: bool | None = None) -> dict[str, Any]:
+    """Parse and validate the JSON body with ``schema`` (default: the route's declared ``body``); 4xx on bad input.
+
+    ``optional`` (default: the declaration's ``not body_required``) lets an empty body stand for ``{}``.
+    """
+    if schema is None or optional is None:
+        spec = current_route()
+        if schema is None:
+            if spec is None or spec.body is None:
+                raise TypeError("json_body() without a schema needs a route that declares its body")
+            schema = spec.body()
+        if optional is None:
+            optional = spec is not None and not spec.body_required
     raw = request.get_data(cache=True)
     if not raw.strip():
         if optional:
@@ -197,15 +179,28 @@ def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
         raise InvalidInput("request validation failed", details={"errors": exc.messages}) from None
 
 
-def page_query() -> tuple[int, int]:
-    """``limit`` (1 to 100, default 50) and ``offset`` of a list endpoint's query; INVALID_INPUT otherwise."""
-    from .schemas import MAX_PAGE, PageQuerySchema
+def query_args(schema: Schema | None = None, **details: Any) -> dict[str, Any]:
+    """Parse and validate the query string with ``schema`` (default: the route's declared ``query``).
 
+    Each parameter may be given once; INVALID_INPUT with the errors (and ``details``) otherwise.
+    """
+    if schema is None:
+        spec = current_route()
+        if spec is None or spec.query is None:
+            raise TypeError("query_args() without a schema needs a route that declares its query")
+        schema = spec.query()
     repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
     if repeated:
         raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
     try:
-        query = PageQuerySchema().load({k: v for k, v in request.args.items() if k in ("limit", "offset")})
+        return cast(dict[str, Any], schema.load(request.args.to_dict()))
     except ValidationError as exc:
-        raise InvalidInput("query validation failed", details={"errors": exc.messages, "limit": MAX_PAGE}) from None
+        raise InvalidInput("query validation failed", details={"errors": exc.messages, **details}) from None
+
+
+def page_query() -> tuple[int, int]:
+    """``limit`` (1 to 100, default 50) and ``offset`` of a list endpoint's query; INVALID_INPUT otherwise."""
+    from .schemas import MAX_PAGE, PageQuerySchema
+
+    query = query_args(PageQuerySchema(), limit=MAX_PAGE)
     return int(query["limit"]), int(query["offset"])

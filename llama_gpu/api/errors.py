@@ -11,7 +11,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..kernel.errors import LlamaGPUError, MethodNotAllowed, NotFound, PayloadTooLarge
-from .context import utc_timestamp
+from ..kernel.types import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def envelope(error: LlamaGPUError) -> Response:
             "success": False,
             "error": error.to_dict(),
             "request_id": getattr(g, "request_id", None),
-            "timestamp": utc_timestamp(),
+            "timestamp": utc_iso(),
         }
     response = jsonify(body)
     response.status_code = error.status

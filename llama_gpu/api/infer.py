@@ -2,40 +2,46 @@
 
 ``bp`` serves the native routes; ``aliases_bp`` serves ``/api/v1/generate``,
 ``/api/v1/generate/stream`` and ``/api/v1/batch/generate`` on the same kernel. Batches run
-their items concurrently through :func:`complete_all`.
+their items concurrently through :func:`~.streaming.complete_many`.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, stream_with_context
+from flask import Blueprint, Response, g, jsonify
 
 from ..kernel.inference import InferenceStream
-from ..kernel.kernel import Kernel
-from ..kernel.streams import StreamLease
-from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id
-from .context import get_kernel, json_body, require, utc_timestamp
+from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id, utc_iso
+from .context import count_of, current_identity, get_kernel, json_body
+from .routing import json_object, route
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
+from .streaming import complete_many, sse_response
 
 bp = Blueprint("infer", __name__, url_prefix="/api/v1")
 aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
 
-#: Most items of one batch that run at the same time.
-MAX_BATCH_WORKERS = 16
 
-
-@bp.post("/infer")
+@route(
+    bp,
+    "/infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="infer",
+    streamable=True,
+    summary="Generate text",
+    body=InferSchema,
+    response=json_object("success", "result", "metadata"),
+    streams=True,
+)
 def infer() -> Response:
     """Generate text for ``text``; ``stream: true`` answers with Server-Sent Events."""
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(InferSchema())
+    identity = current_identity()
+    body = json_body()
     request = InferenceRequest(
         prompt=body["text"],
         model=body["model"],
@@ -63,17 +69,25 @@ def infer() -> Response:
             },
             "metadata": {
                 "request_id": request.id,
-                "timestamp": utc_timestamp(),
+                "timestamp": utc_iso(),
                 "processing_time": round(time.perf_counter() - started, 6),
             },
         }
     )
 
 
-@bp.delete("/requests/<request_id>")
+@route(
+    bp,
+    "/requests/<request_id>",
+    methods=("DELETE",),
+    permission="write",
+    resource="requests",
+    summary="Cancel a running or queued request (its own key, or an admin)",
+    response=json_object("success", "request_id", "cancelled"),
+)
 def cancel_request(request_id: str) -> Response:
     """Cancel a running or queued request: its sequence is freed at the engine's next step."""
-    identity = require("write", "requests")
+    identity = current_identity()
     cancelled = get_kernel().cancel_request(request_id, identity)
     return jsonify({"success": True, "request_id": request_id, "cancelled": cancelled})
 
@@ -88,89 +102,6 @@ def _sse_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     final = {"token": last.text if last else "", "position": last.index if last else 0, "is_complete": True}
     final["final_text"] = stream.response.text
     yield final
-
-
-def sse_response(events: Iterator[dict[str, object]], on_close: Callable[[], None]) -> Response:
-    """Stream ``events`` as ``data: {json}`` lines, unbuffered; a client that leaves cancels.
-
-    ``on_close`` runs when the response ends however it ends (even if never iterated).
-    """
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-
-    def generate() -> Iterator[str]:
-        try:
-            for event in events:
-                yield f"data: {json.dumps(event)}\n\n"
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report the error in-band
-            code = getattr(exc, "code", "INFERENCE_FAILED")
-            message = getattr(exc, "message", "inference failed")
-            yield f"data: {json.dumps({'error': {'code': code, 'message': message}})}\n\n"
-        finally:
-            end_stream(on_close, lease)
-
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(lambda: end_stream(on_close, lease))
-    return response
-
-
-def end_stream(on_close: Callable[[], None], lease: StreamLease | None) -> None:
-    """Cancel what the stream left running and give its slot back (idempotent).
-
-    Called when the stream's generator ends and again when the response closes: Werkzeug's
-    server skips ``close()`` when the client resets the connection after the last chunk (it
-    drains the socket first), so the generator's own end must release the slot too.
-    """
-    try:
-        on_close()
-    finally:
-        if lease is not None:
-            lease.release()
-
-
-# ---------------------------------------------------------------- shared helpers
-def complete_all(kernel: Kernel, requests: Sequence[InferenceRequest]) -> list[InferenceResponse]:
-    """Serve ``requests`` concurrently and return their responses in the same order.
-
-    At most :data:`MAX_BATCH_WORKERS` run at once. The first item that fails cancels the
-    others (each stops at its next token; queued ones never start), and once every item
-    has stopped its error is raised.
-    """
-    if not requests:
-        return []
-    cancelled = threading.Event()
-    lock = threading.Lock()
-    failures: list[BaseException] = []
-
-    def run(request: InferenceRequest) -> InferenceResponse | None:
-        stream: InferenceStream | None = None
-        try:
-            if cancelled.is_set():
-                return None
-            stream = kernel.generate(request)
-            for _ in stream:
-                if cancelled.is_set():
-                    return None
-            return stream.response
-        except BaseException as exc:
-            with lock:
-                failures.append(exc)
-            cancelled.set()
-            raise
-        finally:
-            if stream is not None:
-                stream.close()  # cancels an unfinished stream; a finished one is left as it is
-
-    with ThreadPoolExecutor(max_workers=min(len(requests), MAX_BATCH_WORKERS), thread_name_prefix="batch") as pool:
-        futures = [pool.submit(run, request) for request in requests]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if cancelled.is_set():
-            for future in futures:
-                future.cancel()
-    if failures:
-        raise failures[0]
-    return [cast(InferenceResponse, future.result()) for future in futures]  # none cancelled: all finished
 
 
 def _request(
@@ -199,11 +130,21 @@ def _usage(response: InferenceResponse) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- native routes
-@bp.post("/stream_infer")
+@route(
+    bp,
+    "/stream_infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="stream",
+    summary="Generate text as Server-Sent Events",
+    body=StreamInferSchema,
+    streams=True,
+)
 def stream_infer() -> Response:
     """Generate text for ``text`` as Server-Sent Events (``token``, ``position``, ``is_complete``)."""
-    identity = require("write", "infer")
-    body = json_body(StreamInferSchema())
+    identity = current_identity()
+    body = json_body()
     request = _request(
         identity, "text", body["text"], body["max_tokens"], body, g.request_id, top_p=body["top_p"], stream=True
     )
@@ -211,18 +152,29 @@ def stream_infer() -> Response:
     return sse_response(_sse_events(stream), on_close=stream.close)
 
 
-@bp.post("/batch_infer")
+@route(
+    bp,
+    "/batch_infer",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="batch",
+    cost=lambda body: count_of(body.get("inputs")),
+    summary="Generate for several inputs",
+    body=BatchInferSchema,
+    response=json_object("success", "results", "metadata"),
+)
 def batch_infer() -> Response:
     """Generate text for every item of ``inputs`` concurrently; results in input order."""
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(BatchInferSchema())
+    identity = current_identity()
+    body = json_body()
     items = body["inputs"]
     requests = [
         _request(identity, "text", item["text"], item["max_tokens"], body, f"{g.request_id}.{n}")
         for n, item in enumerate(items)
     ]
-    responses = complete_all(get_kernel(), requests)
+    responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify(
         {
             "success": True,
@@ -246,13 +198,35 @@ def batch_infer() -> Response:
 
 
 # ---------------------------------------------------------------- seed aliases
-@aliases_bp.post("/generate")
+@route(
+    aliases_bp,
+    "/generate",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="infer",
+    streamable=True,
+    summary="Generate (seed alias)",
+    body=GenerateSchema,
+    response=json_object("text", "usage", "latency"),
+    streams=True,
+)
 def generate() -> Response:
     """Generate text for ``prompt``: ``{text, usage, latency}``, or events with ``stream: true``."""
     return _generate(stream=None)
 
 
-@aliases_bp.post("/generate/stream")
+@route(
+    aliases_bp,
+    "/generate/stream",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="stream",
+    summary="Generate as Server-Sent Events (seed alias)",
+    body=GenerateSchema,
+    streams=True,
+)
 def generate_stream() -> Response:
     """Generate text for ``prompt`` as Server-Sent Events (``token``, ``finished``; ``usage`` last)."""
     return _generate(stream=True)
@@ -260,8 +234,8 @@ def generate_stream() -> Response:
 
 def _generate(stream: bool | None) -> Response:
     started = time.perf_counter()
-    identity = require("write", "infer")
-    body = json_body(GenerateSchema())
+    identity = current_identity()
+    body = json_body()
     streaming = body["stream"] if stream is None else stream
     request = _request(identity, "prompt", body["prompt"], body["max_tokens"], body, g.request_id, stream=streaming)
     generation = get_kernel().generate(request)
@@ -280,14 +254,25 @@ def _generate_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     yield {"token": "", "finished": True, "usage": _usage(stream.response)}
 
 
-@aliases_bp.post("/batch/generate")
+@route(
+    aliases_bp,
+    "/batch/generate",
+    methods=("POST",),
+    permission="write",
+    resource="infer",
+    rate_limit="batch",
+    cost=lambda body: count_of(body.get("requests")),
+    summary="Generate for several prompts (seed alias)",
+    body=BatchGenerateSchema,
+    response=json_object("results"),
+)
 def batch_generate() -> Response:
     """Generate text for every item of ``requests`` concurrently: ``{results: [{text, usage}]}``."""
-    identity = require("write", "infer")
-    body = json_body(BatchGenerateSchema())
+    identity = current_identity()
+    body = json_body()
     requests = [
         _request(identity, "prompt", item["prompt"], item["max_tokens"], body, f"{g.request_id}.{n}")
         for n, item in enumerate(body["requests"])
     ]
-    responses = complete_all(get_kernel(), requests)
+    responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify({"results": [{"text": r.text, "usage": _usage(r)} for r in responses]})

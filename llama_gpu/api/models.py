@@ -11,7 +11,8 @@ from flask import Blueprint, Response, jsonify
 
 from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput
-from .context import get_kernel, json_body, require
+from .context import get_kernel, json_body
+from .routing import json_object, route
 from .schemas import ModelLoadSchema
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1/models")
@@ -69,12 +70,19 @@ def summary(info: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="read",
+    resource="models",
+    rate_limit="models",
+    summary="List models",
+    response=json_object("success", "models", "total_models", "loaded_models"),
+)
 def list_models() -> Response:
     """Every known model, loaded or not."""
-    require("read", "models")
-    registry = get_kernel().registry
-    infos = [registry.describe(spec.id) for spec in registry.specs()]
+    kernel = get_kernel()
+    infos = [kernel.describe_model(model_id) for model_id in kernel.model_ids()]
     return jsonify(
         {
             "success": True,
@@ -85,11 +93,18 @@ def list_models() -> Response:
     )
 
 
-@bp.get("/<model_id>")
+@route(
+    bp,
+    "/<model_id>",
+    permission="read",
+    resource="models",
+    rate_limit="models",
+    summary="Describe a model",
+    response=json_object("success", "model"),
+)
 def get_model(model_id: str) -> Response:
     """Catalog facts, state and live performance of one model."""
-    require("read", "models")
-    info = get_kernel().registry.describe(model_id)
+    info = get_kernel().describe_model(model_id)
     model = {
         key: info.get(key)
         for key in ("id", "name", "architecture", "parameters", "vocab_size", "context_length", "loaded", "backend")
@@ -109,11 +124,21 @@ def get_model(model_id: str) -> Response:
     return jsonify({"success": True, "model": model})
 
 
-@bp.post("/<model_id>/load")
+@route(
+    bp,
+    "/<model_id>/load",
+    methods=("POST",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Load a model",
+    body=ModelLoadSchema,
+    body_required=False,
+    response=json_object("success", "message", "model"),
+)
 def load_model(model_id: str) -> Response:
     """Load a model, choosing backend, quantization, memory cap and GPU preference."""
-    require("admin", "models")
-    body = json_body(ModelLoadSchema(), optional=True)
+    body = json_body()
     max_memory = body.get("max_memory")
     options = LoadOptions(
         prefer_gpu=body["prefer_gpu"],
@@ -138,9 +163,17 @@ def load_model(model_id: str) -> Response:
     )
 
 
-@bp.delete("/<model_id>/unload")
+@route(
+    bp,
+    "/<model_id>/unload",
+    methods=("DELETE",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Unload a model",
+    response=json_object("success", "message", "freed_memory"),
+)
 def unload_model(model_id: str) -> Response:
     """Unload a model and report the memory freed."""
-    require("admin", "models")
     freed = get_kernel().unload_model(model_id)
     return jsonify({"success": True, "message": "Model unloaded successfully", "freed_memory": human_bytes(freed)})

@@ -8,22 +8,20 @@ batch of chat requests. Errors use the OpenAI shape (see ``errors.py``).
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
-from flask import Blueprint, Response, g, jsonify, stream_with_context
+from flask import Blueprint, Response, g, jsonify
 
 from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput, LlamaGPUError
-from ..kernel.inference import InferenceStream
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
-from .context import get_kernel, json_body, require
-from .infer import end_stream
+from .context import count_of, get_kernel, json_body, number_of
 from .openai_schemas import (
+    CHAT_DEFAULT_MAX_TOKENS,
+    COMPLETION_DEFAULT_MAX_TOKENS,
     MAX_LOGPROB_ENTRIES,
     MAX_REQUEST_SEQUENCES,
     BatchSchema,
@@ -32,12 +30,12 @@ from .openai_schemas import (
     EmbeddingSchema,
     ModelLoadV1Schema,
 )
+from .routing import json_object, route
+from .streaming import complete_many, sse_response
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
 OWNER = "llama-gpu"
-CHAT_DEFAULT_MAX_TOKENS = 512
-COMPLETION_DEFAULT_MAX_TOKENS = 16
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -89,34 +87,6 @@ def _check_sizes(sequences: int, max_tokens: int, logprobs: int | None) -> None:
             )
 
 
-def _collect(stream: InferenceStream) -> tuple[InferenceResponse, list[Chunk]]:
-    chunks = list(stream)
-    assert stream.response is not None
-    return stream.response, chunks
-
-
-def _run_all(requests: list[InferenceRequest]) -> list[tuple[InferenceResponse, list[Chunk]]]:
-    """Run requests concurrently; all are admitted before any result is awaited."""
-    kernel = get_kernel()
-    streams: list[InferenceStream] = []
-    try:
-        for request in requests:
-            streams.append(kernel.generate(request))
-    except BaseException:
-        for stream in streams:
-            stream.close()
-        raise
-    if len(streams) == 1:
-        return [_collect(streams[0])]
-    with ThreadPoolExecutor(max_workers=len(streams)) as pool:
-        futures = [pool.submit(_collect, s) for s in streams]
-        try:
-            return [f.result() for f in futures]
-        finally:
-            for stream in streams:
-                stream.close()
-
-
 def _usage(responses: list[InferenceResponse]) -> dict[str, int]:
     prompt = responses[0].prompt_tokens if responses else 0
     completion = sum(r.completion_tokens for r in responses)
@@ -156,24 +126,14 @@ def _completion_logprobs(chunks: list[Chunk], offset: int) -> dict[str, Any]:
 
 
 def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Response:
-    lease = g.pop("stream_lease", None)  # the stream slot taken at admission: the response owns it now
-
-    def generate() -> Iterator[str]:
-        try:
-            try:
-                for event in events:
-                    yield f"data: {json.dumps(event)}\n\n"
-            except LlamaGPUError as exc:
-                yield f"data: {json.dumps({'error': openai_error_body(exc)['error']})}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:  # also when the response closes (Werkzeug may skip close() after a reset)
-            end_stream(on_close, lease)
-
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(lambda: end_stream(on_close, lease))
-    return response
+    """Stream as the OpenAI API does: errors in its shape, then ``[DONE]``."""
+    return sse_response(
+        events,
+        on_close,
+        error_event=lambda exc: {"error": openai_error_body(cast(LlamaGPUError, exc))["error"]},
+        catch=LlamaGPUError,
+        done="[DONE]",
+    )
 
 
 def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
@@ -200,11 +160,23 @@ def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- chat
-@bp.post("/chat/completions")
+@route(
+    bp,
+    "/chat/completions",
+    methods=("POST",),
+    permission="write",
+    resource="chat",
+    rate_limit="infer",
+    summary="OpenAI chat completions",
+    body=ChatCompletionSchema,
+    response=json_object("id", "object", "choices"),
+    streamable=True,
+    streams=True,
+    cost=lambda body: number_of(body.get("n")),
+)
 def chat_completions() -> Response:
     """Chat completion, streamed or not, with ``n`` choices."""
-    g.identity = require("write", "chat")
-    body = json_body(ChatCompletionSchema())
+    body = json_body()
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS
     logprobs = (body.get("top_logprobs") or 0) if body["logprobs"] else None
     _check_sizes(body["n"], max_tokens, logprobs)
@@ -215,7 +187,7 @@ def chat_completions() -> Response:
     created, cid = int(time.time()), f"chatcmpl-{g.request_id}"
     if body["stream"]:
         return _stream_chat(requests, body, cid, created)
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     choices = [
         {
             "index": i,
@@ -291,11 +263,23 @@ def _stream_choices(
 
 
 # ----------------------------------------------------------------------------- completions
-@bp.post("/completions")
+@route(
+    bp,
+    "/completions",
+    methods=("POST",),
+    permission="write",
+    resource="completions",
+    rate_limit="infer",
+    summary="OpenAI completions",
+    body=CompletionSchema,
+    response=json_object("id", "object", "choices"),
+    streamable=True,
+    streams=True,
+    cost=lambda body: count_of(body.get("prompt")) * max(number_of(body.get("best_of")), number_of(body.get("n"))),
+)
 def completions() -> Response:
     """Text completion for a prompt or a list of prompts; ``best_of`` keeps the likeliest."""
-    g.identity = require("write", "completions")
-    body = json_body(CompletionSchema())
+    body = json_body()
     if body.get("suffix"):
         raise InvalidInput("suffix (insertion) is not supported by these models", details={"field": "suffix"})
     prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
@@ -316,7 +300,7 @@ def completions() -> Response:
     created, cid = int(time.time()), f"cmpl-{g.request_id}"
     if body["stream"]:
         return _stream_completions(requests, body, cid, created)
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     choices = []
     for p, prompt in enumerate(prompts):
         candidates = results[p * best_of : (p + 1) * best_of]
@@ -366,20 +350,28 @@ def _stream_completions(requests: list[InferenceRequest], body: dict[str, Any], 
 
 
 # ----------------------------------------------------------------------------- embeddings
-@bp.post("/embeddings")
+@route(
+    bp,
+    "/embeddings",
+    methods=("POST",),
+    permission="write",
+    resource="embeddings",
+    rate_limit="infer",
+    summary="OpenAI embeddings",
+    body=EmbeddingSchema,
+    response=json_object("object", "data", "model", "usage"),
+)
 def embeddings() -> Response:
     """Embeddings of a string, strings, or token arrays; ``float`` or ``base64`` encoded."""
-    require("write", "embeddings")
-    body = json_body(EmbeddingSchema())
+    body = json_body()
     kernel = get_kernel()
     raw = body["input"]
     items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
-    model_id = kernel.registry.resolve(body["model"]).id
+    model_id = kernel.resolve_model(body["model"])
     if items and isinstance(items[0], list):  # token arrays are read with the model's own vocabulary
         items = kernel.detokenize(model_id, items)
     vectors = kernel.embed(model_id, items)
-    model = kernel.registry.loaded().get(model_id)
-    tokens = sum(model.count_tokens(t) for t in items) if model else 0
+    tokens = kernel.count_tokens(model_id, items)
     data = []
     for index, vector in enumerate(vectors):
         encoded: Any = vector
@@ -396,30 +388,47 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
 
 
-@bp.get("/models")
+@route(
+    bp,
+    "/models",
+    permission="read",
+    resource="models",
+    summary="OpenAI model list",
+    response=json_object("object", "data"),
+)
 def list_models() -> Response:
     """Every known model, as the OpenAI API lists them."""
-    require("read", "models")
     kernel = get_kernel()
     created = int(kernel.started_at or time.time())
-    return jsonify({"object": "list", "data": [_model_object(s.id, created) for s in kernel.registry.specs()]})
+    return jsonify({"object": "list", "data": [_model_object(model_id, created) for model_id in kernel.model_ids()]})
 
 
-@bp.get("/models/<model_id>")
+@route(
+    bp,
+    "/models/<model_id>",
+    permission="read",
+    resource="models",
+    summary="OpenAI model",
+    response=json_object("id", "object"),
+)
 def get_model(model_id: str) -> Response:
     """One model; ``model_not_found`` (with the available ids) when it does not exist."""
-    require("read", "models")
     kernel = get_kernel()
-    spec = kernel.registry.resolve(model_id)
-    return jsonify(_model_object(spec.id, int(kernel.started_at or time.time())))
+    return jsonify(_model_object(kernel.resolve_model(model_id), int(kernel.started_at or time.time())))
 
 
-@bp.get("/models/<model_id>/status")
+@route(
+    bp,
+    "/models/<model_id>/status",
+    permission="read",
+    resource="models",
+    rate_limit="models",
+    summary="Model status (extension)",
+    response=json_object("id", "status", "metrics"),
+)
 def model_status(model_id: str) -> Response:
     """``GET /v1/models/{id}/status``: load state, memory and live metrics."""
-    require("read", "models")
-    info = get_kernel().registry.describe(model_id)
-    state = get_kernel().registry.state(model_id)
+    info = get_kernel().describe_model(model_id)
     perf = info["performance"]
     return jsonify(
         {
@@ -432,17 +441,27 @@ def model_status(model_id: str) -> Response:
                 "total_requests": perf["total_requests"],
                 "avg_latency_ms": round(perf["avg_latency"] * 1000, 2),
                 "tokens_per_second": perf["tokens_per_second"],
-                "last_used": state.last_used or None,
+                "last_used": info["last_used"],
             },
         }
     )
 
 
-@bp.post("/models/<model_id>/load")
+@route(
+    bp,
+    "/models/<model_id>/load",
+    methods=("POST",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Load a model (extension)",
+    body=ModelLoadV1Schema,
+    response=json_object("id", "status"),
+    body_required=False,
+)
 def load_model(model_id: str) -> Response:
     """Load a model (extension)."""
-    require("admin", "models")
-    body = json_body(ModelLoadV1Schema(), optional=True)
+    body = json_body()
     options = LoadOptions(prefer_gpu=body["prefer_gpu"], quantization=body.get("quantization"))
     info = get_kernel().load_model(model_id, backend=body.get("backend"), options=options)
     return jsonify(
@@ -457,14 +476,22 @@ def load_model(model_id: str) -> Response:
     )
 
 
-@bp.post("/models/<model_id>/unload")
+@route(
+    bp,
+    "/models/<model_id>/unload",
+    methods=("POST",),
+    permission="admin",
+    resource="models",
+    rate_limit="models",
+    summary="Unload a model (extension)",
+    response=json_object("id", "status"),
+)
 def unload_model(model_id: str) -> Response:
     """Unload a model (extension)."""
-    require("admin", "models")
     freed = get_kernel().unload_model(model_id)
     return jsonify(
         {
-            "id": get_kernel().registry.resolve(model_id).id,
+            "id": get_kernel().resolve_model(model_id),
             "object": "model",
             "status": "unloaded",
             "freed_memory": freed,
@@ -473,11 +500,21 @@ def unload_model(model_id: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- batch
-@bp.post("/batch")
+@route(
+    bp,
+    "/batch",
+    methods=("POST",),
+    permission="write",
+    resource="chat",
+    rate_limit="batch",
+    summary="Batch of chat requests (extension)",
+    body=BatchSchema,
+    response=json_object("object", "responses"),
+    cost=lambda body: count_of(body.get("requests")),
+)
 def batch() -> Response:
     """Several chat requests at once, run concurrently (extension)."""
-    g.identity = require("write", "chat")
-    body = json_body(BatchSchema())
+    body = json_body()
     ids = [item["id"] for item in body["requests"]]
     if len(set(ids)) != len(ids):
         raise InvalidInput("request ids must be unique within a batch", details={"field": "requests"})
@@ -493,7 +530,7 @@ def batch() -> Response:
         for i, item in enumerate(body["requests"])
     ]
     created = int(time.time())
-    results = _run_all(requests)
+    results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     responses = [
         {
             "id": item_id,

@@ -13,6 +13,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .schemas import StrictBoolean, StrictFloat
 
+#: ``max_tokens`` of a chat (the API's and the dashboard's) and of a text completion when none is given.
+CHAT_DEFAULT_MAX_TOKENS = 512
+COMPLETION_DEFAULT_MAX_TOKENS = 16
 MAX_N = 16
 MAX_STOPS = 4
 #: Longest stop string, in characters.

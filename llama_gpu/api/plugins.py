@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from .context import get_kernel, json_body, require
+from .context import get_kernel, json_body
+from .routing import json_object, route
 from .schemas import PluginConfigureSchema, PluginLoadSchema
 
 bp = Blueprint("plugins", __name__, url_prefix="/api/v1/plugins")
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="read",
+    resource="plugins",
+    rate_limit="plugins",
+    summary="List plugins",
+    response=json_object("success", "plugins", "total_plugins", "loaded_plugins"),
+)
 def list_plugins() -> Response:
     """Every installed plugin with its status."""
-    require("read", "plugins")
     plugins = get_kernel().describe_plugins()
     return jsonify(
         {
@@ -25,11 +33,21 @@ def list_plugins() -> Response:
     )
 
 
-@bp.post("/<plugin_id>/load")
+@route(
+    bp,
+    "/<plugin_id>/load",
+    methods=("POST",),
+    permission="admin",
+    resource="plugins",
+    rate_limit="plugins",
+    summary="Load an installed plugin",
+    body=PluginLoadSchema,
+    body_required=False,
+    response=json_object("success", "message", "plugin"),
+)
 def load_plugin(plugin_id: str) -> Response:
     """Load an installed, allowed plugin with an optional config."""
-    require("admin", "plugins")
-    body = json_body(PluginLoadSchema(), optional=True)
+    body = json_body()
     record = get_kernel().load_plugin(plugin_id, body["config"])
     return jsonify(
         {
@@ -45,18 +63,35 @@ def load_plugin(plugin_id: str) -> Response:
     )
 
 
-@bp.delete("/<plugin_id>/unload")
+@route(
+    bp,
+    "/<plugin_id>/unload",
+    methods=("DELETE",),
+    permission="admin",
+    resource="plugins",
+    rate_limit="plugins",
+    summary="Unload a plugin",
+    response=json_object("success", "message", "plugin_id"),
+)
 def unload_plugin(plugin_id: str) -> Response:
     """Unload a plugin; essential ones refuse."""
-    require("admin", "plugins")
     record = get_kernel().unload_plugin(plugin_id)
     return jsonify({"success": True, "message": "Plugin unloaded successfully", "plugin_id": record.id})
 
 
-@bp.put("/<plugin_id>/config")
+@route(
+    bp,
+    "/<plugin_id>/config",
+    methods=("PUT",),
+    permission="admin",
+    resource="plugins",
+    rate_limit="plugins",
+    summary="Configure a plugin",
+    body=PluginConfigureSchema,
+    response=json_object("success", "config"),
+)
 def configure_plugin(plugin_id: str) -> Response:
     """Change enabled, priority or settings; refused settings change nothing."""
-    require("admin", "plugins")
-    body = json_body(PluginConfigureSchema())
+    body = json_body()
     record = get_kernel().configure_plugin(plugin_id, body["config"])
     return jsonify({"success": True, "message": "Plugin configuration updated", "config": record.config_dict()})

@@ -6,7 +6,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 
 class StrictBoolean(fields.Boolean):
@@ -192,7 +192,12 @@ MAX_PAGE = 100
 
 
 class PageQuerySchema(Schema):
-    """``limit`` (at most :data:`MAX_PAGE`) and ``offset`` of a list endpoint."""
+    """``limit`` (at most :data:`MAX_PAGE`) and ``offset`` of a list endpoint (other parameters are ignored)."""
+
+    class Meta:
+        """Other parameters of the query belong to the endpoint, not the page."""
+
+        unknown = EXCLUDE
 
     limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
     offset = fields.Integer(load_default=0, validate=validate.Range(0, 10_000_000))

@@ -35,7 +35,7 @@ _drains_lock = threading.Lock()
 
 
 def kernel_of(app: Any) -> Kernel | None:
-    """The kernel behind a WSGI app built by :func:`~llama_gpu.api.create_app` (``None`` for another app)."""
+    """The kernel behind a WSGI app built by :func:`~llama_gpu.app.create_app` (``None`` for another app)."""
     extensions = getattr(app, "extensions", None)
     kernel = extensions.get(EXTENSION) if isinstance(extensions, dict) else None
     return kernel if isinstance(kernel, Kernel) else None
@@ -97,9 +97,12 @@ def finish_shutdown(app: Any, margin: float = 10.0) -> bool:
 
 
 def _build() -> Flask:
-    from . import create_app
+    from ..app import configure_logging, create_app
+    from ..kernel.config import Settings
 
-    return create_app()
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 #: The app gunicorn serves (built when a worker imports this module).

@@ -47,7 +47,10 @@ def plot_experiments(folders: list[str | Path], output: str | Path) -> Path:
     """Draw the grid for one or more experiment folders into a PNG; each (experiment, scenario) is one line."""
     if not folders:
         raise BenchmarkError("no experiment folder to plot")
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise BenchmarkError("bench plot needs matplotlib: pip install 'llama-gpu[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -113,8 +113,11 @@ def _sheet_name(index: int, run: dict[str, Any], used: set[str]) -> str:
 
 def write_excel(folder: str | Path, output: str | Path) -> Path:
     """Write an experiment to an ``.xlsx``: a ``Summary`` sheet, then one sheet per run."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
+    try:
+        from openpyxl import Workbook
+        from openpyxl.styles import Font
+    except ImportError:
+        raise BenchmarkError("bench excel needs openpyxl: pip install 'llama-gpu[bench]'") from None
 
     info, runs = load_experiment(folder)
     book = Workbook()

@@ -11,8 +11,9 @@ Protocol, default namespace ``/``:
   unknown name refuses the whole call (``INVALID_INPUT``, details ``unknown``/``known``), and so
   does a list longer than :data:`MAX_SUBSCRIPTIONS` (details ``limit``). Each channel needs its
   role (``CHANNEL_ROLES``: ``plugin_events`` and ``convert`` need ``admin``, else ``read``;
-  ``PERMISSION_DENIED`` otherwise); ``benchmarks`` carries only the caller's own jobs (all of
-  them for an admin).
+  ``PERMISSION_DENIED`` otherwise). Each kind of job declares its channel
+  (:attr:`llama_gpu.jobs.JobKind.channel`); ``benchmarks`` and ``evaluations`` carry only the
+  caller's own jobs (all of them for an admin).
 
 Connections are re-checked every ``LLAMA_GPU_SOCKET_RECHECK_INTERVAL`` seconds: one whose key
 was revoked or whose login token expired gets ``session_ended`` {code, message} and is
@@ -30,7 +31,7 @@ the process (``LLAMA_GPU_MAX_STREAMS``), answered 429 beyond them.
 
 Every ack of a refusal is ``{success: false, error: {code, message, details}}``; a handler
 never lets an exception reach the server. The bus events themselves are emitted by the
-``socketio_bridge`` plugin through the server shared as ``kernel.services["socketio"]``.
+``socketio_bridge`` plugin through the server shared as ``kernel.services[SOCKETIO]``.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ from flask_socketio import SocketIO, join_room, leave_room
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from ..api.openai import CHAT_DEFAULT_MAX_TOKENS
-from ..api.openai_schemas import MessageSchema, StopField
+from ..api.openai_schemas import CHAT_DEFAULT_MAX_TOKENS, MessageSchema, StopField
 from ..api.schemas import StrictFloat
+from ..jobs import owner_of
 from ..kernel.errors import (
     AuthenticationFailed,
     Conflict,
@@ -67,7 +68,7 @@ from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import AttemptCounter, StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, InferenceRequest, new_id, utc_iso
-from ..plugins.monitoring.socketio_bridge import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
+from ..plugins.monitoring import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, SOCKETIO, owner_room
 
 log = logging.getLogger(__name__)
 
@@ -327,10 +328,7 @@ class SocketChannel:
             return channel
         if self.kernel.check_permission(identity, "admin"):
             return owner_room(channel, "*")
-        jobs = self.kernel.services.get(channel)
-        owner_of = getattr(jobs, "owner_of", None)
-        owner = owner_of(identity) if callable(owner_of) else f"{identity.kind}:{identity.id}"
-        return owner_room(channel, str(owner))
+        return owner_room(channel, owner_of(identity))
 
     def on_subscribe(self, *args: Any) -> dict[str, Any]:
         """Join the rooms of ``channels`` (all or none; each needs its channel's role)."""
@@ -472,12 +470,6 @@ class SocketChannel:
                 if session.chats.get(request_id) is chat:
                     del session.chats[request_id]
 
-    @property
-    def running_chats(self) -> int:
-        """Chats streaming now, over all connections."""
-        with self._lock:
-            return sum(len(s.chats) for s in self._sessions.values())
-
 
 def close_after_websocket(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     """Close the TCP connection of a finished WebSocket under Werkzeug's server.
@@ -535,7 +527,7 @@ def limit_socket_requests(
 
 
 def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
-    """Attach Flask-SocketIO to ``app``; share it as ``kernel.services["socketio"]``.
+    """Attach Flask-SocketIO to ``app``; share it as ``kernel.services[SOCKETIO]``.
 
     Same-origin only (Flask-SocketIO's default). With ``LLAMA_GPU_REDIS_URL`` set, emits go
     through Redis so that every worker process reaches its own clients.
@@ -551,5 +543,5 @@ def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
     channel = SocketChannel(socketio, kernel, streams)
     channel.register()
     app.extensions["llama_gpu.socket"] = channel
-    kernel.services["socketio"] = socketio
+    kernel.services[SOCKETIO] = socketio
     return socketio

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, make_response, render_template
 
 from .. import __version__
+from ..api.routing import route
 
 bp = Blueprint(
     "dashboard",
@@ -27,7 +28,14 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@bp.get("/")
+@route(
+    bp,
+    "/",
+    permission=None,
+    rate_limit=None,
+    summary="The web dashboard (it logs in and calls this API)",
+    content="html",
+)
 def index() -> Response:
     """The dashboard page (login, then the app; routes are URL fragments)."""
     kernel = current_app.extensions["llama_gpu"]

@@ -162,23 +162,27 @@ class AuditEvent(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class BenchmarkRun(Base):
-    """One benchmark job or model evaluation: its configuration, status, progress and results."""
+class Job(Base):
+    """One background job of any kind (benchmark, conversion, evaluation): spec, status, progress, results.
 
-    __tablename__ = "benchmark_runs"
+    The jobs of every kind share this table (``kind`` tells them apart); ``llama_gpu.jobs`` owns it.
+    """
+
+    __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_benchmark_runs_kind_created_at", "kind", "created_at"),
-        Index("ix_benchmark_runs_kind_owner_created_at", "kind", "owner", "created_at"),
+        Index("ix_jobs_kind_created_at", "kind", "created_at"),
+        Index("ix_jobs_kind_owner_created_at", "kind", "owner", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: The job's spec as its kind stored it (JSON-safe; secrets never).
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    #: ``"benchmark"`` or ``"evaluation"``.
+    #: ``"benchmark"``, ``"conversion"`` or ``"evaluation"`` (a :class:`llama_gpu.jobs.JobKind` name).
     kind: Mapped[str] = mapped_column(String(16), default="benchmark", server_default="benchmark")
     #: ``"queued"``, ``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``.
     status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed")
@@ -187,10 +191,14 @@ class BenchmarkRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    #: Who owns the run (``user:3``, ``api_key:12``…): lists filter on it in SQL.
+    #: Who owns the job (``user:3``, ``api_key:12``…): lists filter on it in SQL.
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    #: The run's scalar figures (``ttft.p50``…), so that lists and the metrics history never read ``results``.
+    #: The job's scalar figures (``ttft.p50``…), so that lists and the metrics history never read ``results``.
     summary: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+
+
+#: The model's name before jobs of every kind moved to the ``jobs`` table (migration 0005).
+BenchmarkRun = Job
 
 
 def summary_of(kind: str, results: Any) -> dict[str, float] | None:

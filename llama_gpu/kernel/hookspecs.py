@@ -25,6 +25,11 @@ Each hook states its aggregation rule:
 - **per-plugin**: called once for each implementation with arguments of its own.
 - **broadcast**: every implementation is called; results are ignored or merged as said.
 - **subscriber**: called on the plugin's own event-bus thread, never on the request path.
+
+The kernel's plugin host dispatches each hook by one table (``llama_gpu.kernel.plugin_host.HOOKS``)
+that states the same kinds. ``@hookimpl(wrapper=True)`` (or the older ``hookwrapper=True``)
+wraps the whole call of a **pipeline** or **firstresult** hook, as in pluggy (for timing or
+tracing); a wrapper on any other hook is refused when its plugin is loaded.
 """
 
 from __future__ import annotations
@@ -198,7 +203,9 @@ def prepare_request(request: InferenceRequest, kernel: Kernel) -> None:
 
     Aggregation: pipeline. Edit ``request`` in place (the prompt, the sampling
     parameters, ``request.metadata``); raise a ``LlamaGPUError`` such as
-    :class:`~llama_gpu.errors.InvalidInput` to refuse it.
+    :class:`~llama_gpu.errors.InvalidInput` to refuse it. It runs before the model is
+    acquired, so a refusal never loads or evicts one (a chat request: after its messages are
+    rendered with the model's chat template).
 
     :param request: The request; mutable.
     :param kernel: The kernel serving it.

@@ -1,8 +1,10 @@
 """One request through the pipeline: model, filters, engine queue, chunk filters, response filters, events.
 
-The model is acquired first (loaded on demand when ``LLAMA_GPU_AUTOLOAD`` is on) so that
-chat messages are rendered with its template before ``prepare_request`` filters see the
-prompt; then the request joins the model's engine queue (:mod:`.scheduler`).
+The cheap ``prepare_request`` filters (limits…) run before the model is acquired (loaded on
+demand when ``LLAMA_GPU_AUTOLOAD`` is on, which may evict another), so a request they refuse
+never loads or evicts a model. A chat request is the exception: its messages are rendered
+with the model's own template first, so its filters see the prompt the model will read. Then
+the request joins the model's engine queue (:mod:`.scheduler`).
 
 ``start_inference`` does everything that can refuse a request (draining, filters, an
 unknown model, a prompt too long, a full queue) before it returns, so an HTTP layer can
@@ -170,10 +172,12 @@ def start_inference(kernel: Kernel, request: InferenceRequest) -> InferenceStrea
             raise InferenceFailed("request.prompt must be a string")
         kernel.sequences.reserve(request.identity)
         held = True
+        if request.messages is None:  # the prompt is final: refuse before any model is loaded
+            kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
         model = kernel.registry.acquire(request.model)
         if request.messages is not None:
             request.prompt = model.render_chat(request.messages)
-        kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
+            kernel.run_pipeline("prepare_request", request=request, kernel=kernel)
         job = kernel.registry.engine(model.spec.id).submit(request)
     except BaseException as exc:
         if held:
@@ -298,14 +302,14 @@ class RunningRequests:
         with self._lock:
             return sum(map(len, self._streams.values()))
 
-    def cancel(self, request_id: str, identity: Identity | None) -> int:
-        """Cancel the requests with ``request_id`` that ``identity`` owns (an admin: any).
+    def cancel(self, request_id: str, identity: Identity | None, any_owner: bool = False) -> int:
+        """Cancel the requests with ``request_id`` that ``identity`` owns (any, with ``any_owner``).
 
         Returns how many were cancelled; NOT_FOUND when there is none the caller may see,
         so that request ids of other keys are not revealed.
         """
         with self._lock:
-            streams = [s for s in self._streams.get(request_id, []) if _may_cancel(identity, s.request)]
+            streams = [s for s in self._streams.get(request_id, []) if any_owner or _may_cancel(identity, s.request)]
         if not streams:
             raise NotFound(f"no running request {request_id!r}", details={"request_id": request_id})
         for stream in streams:
@@ -316,7 +320,5 @@ class RunningRequests:
 def _may_cancel(identity: Identity | None, request: InferenceRequest) -> bool:
     if identity is None:
         return False
-    if identity.has("admin"):
-        return True
     owner = request.identity
     return owner is not None and owner.kind == identity.kind and owner.id == identity.id

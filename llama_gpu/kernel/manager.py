@@ -6,8 +6,8 @@ plugins are found through the entry-point group ``llama_gpu``; the entry-point n
 the plugin id. Nothing else is ever imported: an id is looked up among installed
 entry points, never treated as a module or file path.
 
-The :class:`~llama_gpu.kernel.kernel.Kernel` drives loading and unloading (it owns what
-plugins register); this module keeps the records and the ordered hook implementations.
+The :class:`~llama_gpu.kernel.plugin_host.PluginHost` drives loading, unloading and dispatch (it
+owns what plugins register); this module keeps the records and the ordered hook implementations.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("monitoring", "llama_gpu.plugins.monitoring.monitor:Monitoring"),
     ("prometheus", "llama_gpu.plugins.monitoring.prometheus:PrometheusExporter"),
     ("socketio_bridge", "llama_gpu.plugins.monitoring.socketio_bridge:SocketIOBridge"),
-    ("benchmarks", "llama_gpu.bench.jobs:BenchmarkJobs"),
-    ("conversions", "llama_gpu.convert.jobs:ConversionJobs"),
+    ("benchmarks", "llama_gpu.jobs.benchmark:BenchmarkJobs"),
+    ("conversions", "llama_gpu.jobs.conversion:ConversionJobs"),
+    ("evaluations", "llama_gpu.jobs.evaluation:EvaluationJobs"),
 )
 
 #: What a plugin id may look like: an entry-point name, never a path.
@@ -189,7 +190,7 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.lock = threading.RLock()
-        self._ordered: dict[str, list[tuple[PluginRecord, Any]]] = {}
+        self._ordered: dict[tuple[str, bool], list[tuple[PluginRecord, Any]]] = {}
 
     # discovery -----------------------------------------------------------------
     def discover(self) -> None:
@@ -302,14 +303,25 @@ class PluginManager:
 
     # hook calls ------------------------------------------------------------------------
     def ordered_impls(self, hook: str) -> list[tuple[PluginRecord, Any]]:
-        """The implementations of ``hook`` in call order: priority, then pluggy's order."""
+        """The implementations of ``hook`` in call order: priority, then pluggy's order (wrappers apart)."""
+        return self._order(hook, wrappers=False)
+
+    def ordered_wrappers(self, hook: str) -> list[tuple[PluginRecord, Any]]:
+        """The ``wrapper=True``/``hookwrapper=True`` implementations of ``hook``, outermost first."""
+        return self._order(hook, wrappers=True)
+
+    def _order(self, hook: str, wrappers: bool) -> list[tuple[PluginRecord, Any]]:
         with self.lock:
-            cached = self._ordered.get(hook)
+            cached = self._ordered.get((hook, wrappers))
             if cached is None:
                 impls = list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
-                pairs = [(self.records[i.plugin_name], i) for i in impls if i.plugin_name in self.records]
+                pairs = [
+                    (self.records[i.plugin_name], i)
+                    for i in impls
+                    if i.plugin_name in self.records and bool(i.wrapper or i.hookwrapper) is wrappers
+                ]
                 cached = sorted(pairs, key=lambda pair: (_placement(pair[1]), pair[0].priority))
-                self._ordered[hook] = cached
+                self._ordered[(hook, wrappers)] = cached
             return cached
 
     def impls_of(self, hook: str, record: PluginRecord) -> list[Any]:

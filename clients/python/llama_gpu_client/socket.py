@@ -34,6 +34,7 @@ CHANNELS = (
     "alerts",
     "benchmarks",
     "convert",
+    "evaluations",
 )
 
 Handler = Callable[[Any], None]

@@ -168,8 +168,17 @@ def jwt_secret(configured: str, data_dir: str) -> str:
 class Accounts:
     """Users, keys and tokens of one database."""
 
-    def __init__(self, db: Database, secret: Callable[[], str], token_seconds: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        secret: Callable[[], str],
+        token_seconds: int,
+        permits: Callable[[Identity, str, str | None], bool] | None = None,
+    ) -> None:
         self.db = db
+        #: Whether an identity may do a permission on a resource: the kernel's ``check_permission``
+        #: (its roles alone for the CLI, which has no kernel).
+        self.permits = permits or (lambda identity, permission, _resource: identity.has(permission))
         self._secret_source = secret
         self._secret_value: str | None = None
         self.token_seconds = token_seconds
@@ -345,10 +354,11 @@ class Accounts:
         """A page of the keys ``owner`` may see: all (admin), a user's and their descendants, a key's descendants."""
         with self.db.session() as session:
             query = select(ApiKey).order_by(ApiKey.id)
-            if owner.kind == "api_key" and not owner.has("admin"):
+            is_admin = self.permits(owner, "admin", "keys")
+            if owner.kind == "api_key" and not is_admin:
                 below = sorted(_descendants(session, [int(owner.id)]), key=lambda k: k.id)
                 return below[offset : None if limit is None else offset + limit]
-            if not owner.has("admin"):
+            if not is_admin:
                 query = query.where(ApiKey.owner_user_id == int(owner.id) if owner.kind == "user" else ApiKey.id == -1)
             return list(session.scalars(query.offset(offset).limit(limit)).all())
 
@@ -356,7 +366,7 @@ class Accounts:
         """Revoke a key ``by`` may manage, and every key made from it; NOT_FOUND otherwise (ids are not revealed)."""
         with self.db.session() as session:
             key = session.get(ApiKey, key_id)
-            if key is None or not (by.has("admin") or _manages(session, by, key)):
+            if key is None or not (self.permits(by, "admin", "keys") or _manages(session, by, key)):
                 raise NotFound(f"no API key {key_id}", details={"key_id": key_id})
             now = utcnow()
             below = _descendants(session, [key.id])

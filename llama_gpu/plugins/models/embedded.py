@@ -54,15 +54,6 @@ def _unavailable(modules: tuple[str, ...], packages: str) -> str | None:
     return f"package(s) not installed: {', '.join(missing)} (pip install {packages})" if missing else None
 
 
-def sha256_of(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, progress: Progress) -> Path:
     """Concatenate ``parts`` into ``target`` once, verifying size and digest.
 

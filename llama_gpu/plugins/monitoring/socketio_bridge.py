@@ -2,7 +2,7 @@
 
 The kernel's event bus hands every event to this plugin's own delivery thread; an event of
 a mapped type is emitted, under its bus type as the event name, to the room of its channel
-on the Socket.IO server the dashboard shares as ``kernel.services["socketio"]`` (nothing is
+on the Socket.IO server the dashboard shares as ``kernel.services[SOCKETIO]`` (nothing is
 emitted where there is none, e.g. in a CLI command). The payload is the event's data
 without ``caller`` (who made a request is nobody else's business), with ``timestamp`` added
 when absent. Only whole-request and periodic events are mapped: never one per token.
@@ -14,13 +14,17 @@ import json
 import logging
 from typing import Any
 
+from ...jobs import channels as job_channels
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
 from ...kernel.types import Event, PluginInfo, utc_iso
+from . import SOCKETIO
 
 log = logging.getLogger(__name__)
 
-#: Channels (rooms) and the bus event types each carries.
+#: The channel declared by each kind of job (:attr:`llama_gpu.jobs.JobKind.channel`).
+JOB_CHANNELS = job_channels()
+#: Channels (rooms) and the bus event types each carries (a job channel: its kind's prefix).
 CHANNELS: dict[str, tuple[str, ...]] = {
     "system_metrics": ("system_metrics",),
     "gpu_metrics": ("gpu_metrics",),
@@ -29,16 +33,15 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "plugin_events": ("plugin_loaded", "plugin_unloaded", "plugin_configured", "plugin_error", "plugin_disabled"),
     "model_events": ("model_status",),
     "alerts": ("alert",),
-    "benchmarks": (),
-    "convert": (),
+    **{channel.name: () for channel in JOB_CHANNELS},
 }
 #: The role (permission) a connection needs to subscribe to a channel; unlisted ones need ``read``.
-CHANNEL_ROLES: dict[str, str] = {"plugin_events": "admin", "convert": "admin"}
+CHANNEL_ROLES: dict[str, str] = {"plugin_events": "admin", **{c.name: c.role for c in JOB_CHANNELS if c.role != "read"}}
 #: Channels whose events reach only their owner (the event's ``caller``) and admins: each event goes
 #: to the room ``<channel>:<owner>`` and to ``<channel>:*``, which admins join when they subscribe.
-OWNER_CHANNELS: frozenset[str] = frozenset({"benchmarks"})
+OWNER_CHANNELS: frozenset[str] = frozenset(c.name for c in JOB_CHANNELS if c.per_owner)
 #: Dotted event families and their channel (``benchmark.started`` → ``benchmarks``).
-PREFIX_CHANNELS: tuple[tuple[str, str], ...] = (("benchmark.", "benchmarks"), ("convert.", "convert"))
+PREFIX_CHANNELS: tuple[tuple[str, str], ...] = tuple((c.prefix, c.name) for c in JOB_CHANNELS)
 #: Payload fields never sent to subscribers.
 PRIVATE_FIELDS: frozenset[str] = frozenset({"caller"})
 
@@ -99,7 +102,7 @@ class SocketIOBridge:
         channel = channel_of(event.type)
         if kernel is None or channel is None:
             return
-        server = kernel.services.get("socketio")
+        server = kernel.services.get(SOCKETIO)
         if server is None:
             return
         payload = payload_of(event)

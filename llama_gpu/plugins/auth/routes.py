@@ -1,7 +1,8 @@
-"""Logins and API keys: ``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+"""The ``api_keys`` plugin's HTTP surface, registered through ``register_routes``: logins and API keys.
 
-Thin: the logic is the ``api_keys`` plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
-(``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
+``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
+Thin: the logic is the plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
+(``kernel.services[ACCOUNTS]``). A caller creates keys with at most its own permissions,
 and lists and revokes only the keys of its lineage: a user those it owns (its own and those
 made from them), a key those made from it (an admin: any). Revoking a key revokes the keys
 made from it. Failed logins are throttled per user name and per client address. No
@@ -15,34 +16,44 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kernel.errors import (
+from ...api.context import credentials, current_identity, get_kernel, json_body, page_query
+from ...api.routing import json_object, route
+from ...api.schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
+from ...kernel.errors import (
     AuthenticationFailed,
     InvalidInput,
     PermissionDenied,
     RateLimitExceeded,
     ServiceUnavailable,
 )
-from ..kernel.types import Identity
-from ..plugins.auth.accounts import parse_duration, roles_of, top_role
-from .context import credentials, enforce_rate_limit, get_kernel, json_body, page_query, require
-from .schemas import KeyCreateSchema, LoginSchema
+from ...kernel.types import Identity
+from . import ACCOUNTS
+from .accounts import parse_duration, roles_of, top_role
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
 
 
 def _accounts() -> Any:
-    accounts = get_kernel().services.get("accounts")
+    accounts = get_kernel().services.get(ACCOUNTS)
     if accounts is None:
         raise ServiceUnavailable("accounts are not available (the api_keys plugin is not loaded)")
     return accounts
 
 
-@bp.post("/login")
+@route(
+    bp,
+    "/login",
+    methods=("POST",),
+    permission=None,
+    rate_limit="auth",
+    summary="Log in: a user name and password for a login token (JWT)",
+    body=LoginSchema,
+    response=json_object("success", "token", "expires_in", "user"),
+)
 def login() -> Response:
-    """Exchange a user name and password for a login token."""
-    enforce_rate_limit(None)  # per client address, group "auth"
-    body = json_body(LoginSchema())
+    """Exchange a user name and password for a login token (counted per client address, group ``auth``)."""
+    body = json_body()
     accounts = _accounts()
     throttle = (f"user:{body['username']}", f"addr:{request.remote_addr}")
     wait = accounts.login_throttled(throttle)
@@ -67,7 +78,16 @@ def login() -> Response:
     )
 
 
-@bp.post("/logout")
+@route(
+    bp,
+    "/logout",
+    methods=("POST",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Log out: revoke the login token of this call",
+    response=json_object("success", "message"),
+)
 def logout() -> Response:
     """Revoke the login token this call carries (server-side: it is refused from now on)."""
     identity = _caller()
@@ -82,11 +102,21 @@ def logout() -> Response:
     return jsonify({"success": True, "message": "logged out: this token is revoked"})
 
 
-@openai_bp.post("/keys")
+@route(
+    openai_bp,
+    "/keys",
+    methods=("POST",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Create an API key (shown once) with at most the caller's permissions",
+    body=KeyCreateSchema,
+    response=json_object("success", "key_id", "api_key", "expires", "permissions"),
+)
 def create_key() -> Response:
     """Create an API key with at most the caller's permissions; its secret is shown only here."""
     identity = _caller()
-    body = json_body(KeyCreateSchema())
+    body = json_body()
     wanted = set(body.get("permissions") or identity.roles)
     beyond = sorted(wanted - set(identity.roles))
     if beyond:
@@ -120,7 +150,15 @@ def create_key() -> Response:
     )
 
 
-@openai_bp.get("/user")
+@route(
+    openai_bp,
+    "/user",
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Who the caller is",
+    response=json_object("success", "user"),
+)
 def current_user() -> Response:
     """Who the caller is."""
     identity = _caller()
@@ -139,7 +177,16 @@ def current_user() -> Response:
     )
 
 
-@bp.get("/keys")
+@route(
+    bp,
+    "/keys",
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="The caller's API keys (all, for an admin)",
+    query=PageQuerySchema,
+    response=json_object("success", "keys", "total"),
+)
 def list_keys() -> Response:
     """A page of the caller's keys (every key, for an admin; ``limit`` ≤ 100, ``offset``); never secrets or hashes."""
     identity = _caller()
@@ -150,7 +197,16 @@ def list_keys() -> Response:
     return jsonify({"success": True, "keys": keys, "total": len(keys), "next_offset": offset + limit if more else None})
 
 
-@bp.delete("/keys/<int:key_id>")
+@route(
+    bp,
+    "/keys/<int:key_id>",
+    methods=("DELETE",),
+    permission="read",
+    resource="auth",
+    rate_limit="auth",
+    summary="Revoke an API key",
+    response=json_object("success", "key"),
+)
 def revoke_key(key_id: int) -> Response:
     """Revoke one of the caller's keys (any key, for an admin)."""
     identity = _caller()
@@ -159,7 +215,8 @@ def revoke_key(key_id: int) -> Response:
 
 
 def _caller() -> Identity:
-    identity = require("read", "auth")
+    """The authenticated caller (the route declared ``read``); a login token or a key, never anonymous."""
+    identity = current_identity()
     if identity is None or identity.kind == "anonymous":
         raise AuthenticationFailed("an API key or a login token is required")
     return identity

@@ -20,29 +20,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from marshmallow import ValidationError
+from flask import Blueprint, Response, jsonify
 
-from ..bench.jobs import FINISHED, PRIVATE_PROGRESS, iso
-from ..db.models import BenchmarkRun
-from ..kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
-from .context import get_kernel, json_body, require, utc_timestamp
-from .schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...api.context import current_identity, get_kernel, json_body, query_args
+from ...api.routing import json_object, route
+from ...api.schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
+from ...kernel.errors import Conflict, InvalidInput, PermissionDenied
+from ...kernel.types import utc_iso
+from .. import FINISHED, iso
+from ..benchmark import planned_seconds
+from ..keys import BENCHMARKS
 
 bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
 
 
 def _jobs() -> Any:
-    service = get_kernel().services.get("benchmarks")
-    if service is None:
-        raise ServiceUnavailable("the benchmarks plugin is not loaded", details={"plugin_id": "benchmarks"})
-    return service
+    return get_kernel().service(BENCHMARKS)
 
 
 def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     """One validated :class:`BenchmarkConfig` per model, and whether they target this server."""
-    from ..bench import BenchmarkConfig
-    from ..bench.errors import ConfigurationError
+    from ...bench import BenchmarkConfig
+    from ...bench.errors import ConfigurationError
 
     raw = dict(body["config"])
     models = body.get("models")
@@ -63,7 +62,7 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     configs = []
     for model in models or [raw["api_model_name"]]:
         if self_target:
-            get_kernel().registry.resolve(model)  # MODEL_NOT_FOUND now, not a failed job later
+            get_kernel().resolve_model(model)  # MODEL_NOT_FOUND now, not a failed job later
         try:
             configs.append(BenchmarkConfig.from_dict({**raw, "api_model_name": model}))
         except ConfigurationError as exc:
@@ -78,10 +77,11 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
             )
     limit = get_kernel().settings.max_benchmark_seconds
     for config in configs:
-        if _estimate(config) > limit:
+        seconds = planned_seconds(config)
+        if seconds > limit:
             raise InvalidInput(
-                f"the benchmark may run {_estimate(config):g} s (runs x max_time_per_run); the limit is {limit:g} s",
-                details={"field": "config.max_time_per_run", "seconds": _estimate(config), "limit": limit},
+                f"the benchmark may run {seconds:g} s (runs x max_time_per_run); the limit is {limit:g} s",
+                details={"field": "config.max_time_per_run", "seconds": seconds, "limit": limit},
             )
     return configs, self_target
 
@@ -94,17 +94,23 @@ def _most_tokens(scenario: Any) -> float:
     return max(p, default=0.0)
 
 
-def _estimate(config: Any) -> float:
-    """Seconds the job runs at most once started."""
-    return float(config.max_time_per_run) * len(config.traffic_scenario or [1]) * len(config.num_users)
-
-
-@bp.post("")
+@route(
+    bp,
+    "",
+    methods=("POST",),
+    permission="write",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="Start a benchmark job (one per model) against this server or, for an admin, another one (202)",
+    body=BenchmarkCreateSchema,
+    response=json_object("success", "benchmark_id", "benchmark_ids", "status", "created_at", "estimated_completion"),
+    status=202,
+)
 def create_benchmark() -> tuple[Response, int]:
     """Queue one benchmark job per model."""
-    identity = require("write", "benchmarks")
-    body = json_body(BenchmarkCreateSchema())
-    configs, self_target = _configs(body, identity is not None and identity.has("admin"))
+    identity = current_identity()
+    body = json_body()
+    configs, self_target = _configs(body, get_kernel().check_permission(identity, "admin", "benchmarks"))
     jobs = _jobs()
     extra = {"metrics": body.get("metrics"), "models": body.get("models")}
     rows = []
@@ -116,7 +122,7 @@ def create_benchmark() -> tuple[Response, int]:
             jobs.submit(name, config, identity, self_target=self_target, prompts=body.get("prompts"), extra=extra)
         )
     created = rows[0].created_at
-    total = sum(_estimate(c) for c in configs)
+    total = sum(planned_seconds(c) for c in configs)
     eta = (created if created.tzinfo else created.replace(tzinfo=dt.UTC)) + dt.timedelta(seconds=total)
     return jsonify(
         {
@@ -126,22 +132,25 @@ def create_benchmark() -> tuple[Response, int]:
             "status": rows[0].status,
             "created_at": iso(created),
             "estimated_completion": iso(eta),
-            "timestamp": utc_timestamp(),
+            "timestamp": utc_iso(),
         }
     ), 202
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="The caller's benchmark jobs (all, for an admin), newest first",
+    response=json_object("success", "benchmarks", "total"),
+    query=BenchmarkListQuerySchema,
+)
 def list_benchmarks() -> Response:
     """The caller's jobs (every job for an admin), newest first."""
-    identity = require("read", "benchmarks")
-    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
-    if repeated:
-        raise InvalidInput("query parameters may be given once each", details={"repeated": repeated})
-    try:
-        query = BenchmarkListQuerySchema().load(request.args.to_dict())
-    except ValidationError as exc:
-        raise InvalidInput("query validation failed", details={"errors": exc.messages}) from None
+    identity = current_identity()
+    query = query_args()
     limit, offset = query["limit"], query["offset"]
     rows = _jobs().list(identity, limit=limit + 1, status=query["status"], offset=offset)
     more = len(rows) > limit
@@ -149,7 +158,7 @@ def list_benchmarks() -> Response:
     return jsonify(
         {
             "success": True,
-            "benchmarks": [describe(r) for r in rows],
+            "benchmarks": [_jobs().kind.describe(r) for r in rows],
             "total": len(rows),
             "limit": limit,
             "offset": offset,
@@ -158,27 +167,52 @@ def list_benchmarks() -> Response:
     )
 
 
-@bp.get("/<int:benchmark_id>")
+@route(
+    bp,
+    "/<int:benchmark_id>",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A benchmark job: config, status, progress, summary",
+    response=json_object("success", "benchmark"),
+)
 def get_benchmark(benchmark_id: int) -> Response:
     """One job: its configuration, status, progress and summary metrics."""
-    identity = require("read", "benchmarks")
-    return jsonify({"success": True, "benchmark": describe(_jobs().get(benchmark_id, identity))})
+    identity = current_identity()
+    jobs = _jobs()
+    return jsonify({"success": True, "benchmark": jobs.kind.describe(jobs.get(benchmark_id, identity))})
 
 
-@bp.get("/<int:benchmark_id>/status")
+@route(
+    bp,
+    "/<int:benchmark_id>/status",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A benchmark job's status and progress",
+    response=json_object("success", "benchmark_id", "status", "progress"),
+)
 def benchmark_status(benchmark_id: int) -> Response:
     """A job's status and progress."""
-    identity = require("read", "benchmarks")
-    row = _jobs().get(benchmark_id, identity)
-    info = describe(row)
+    identity = current_identity()
+    jobs = _jobs()
+    info = jobs.kind.describe(jobs.get(benchmark_id, identity))
     keys = ("benchmark_id", "status", "progress", "error", "created_at", "started_at", "finished_at")
     return jsonify({"success": True, **{k: info[k] for k in keys}})
 
 
-@bp.get("/<int:benchmark_id>/results")
+@route(
+    bp,
+    "/<int:benchmark_id>/results",
+    permission="read",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="A finished benchmark job's results (409 until it has finished)",
+    response=json_object("success", "benchmark_id", "status", "results"),
+)
 def benchmark_results(benchmark_id: int) -> Response:
     """A finished job's full results (a cancelled job's cover what ran); 409 before it has finished."""
-    identity = require("read", "benchmarks")
+    identity = current_identity()
     row = _jobs().get(benchmark_id, identity)
     if row.status not in FINISHED:
         raise Conflict(
@@ -193,35 +227,18 @@ def benchmark_results(benchmark_id: int) -> Response:
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status, "results": row.results})
 
 
-@bp.post("/<int:benchmark_id>/cancel")
+@route(
+    bp,
+    "/<int:benchmark_id>/cancel",
+    methods=("POST",),
+    permission="write",
+    resource="benchmarks",
+    rate_limit="benchmarks",
+    summary="Cancel a queued or running benchmark job",
+    response=json_object("success", "benchmark_id", "status"),
+)
 def cancel_benchmark(benchmark_id: int) -> Response:
     """Cancel a queued or running job (the caller's own, or any for an admin)."""
-    identity = require("write", "benchmarks")
+    identity = current_identity()
     row = _jobs().cancel(benchmark_id, identity)
     return jsonify({"success": True, "benchmark_id": row.id, "status": row.status})
-
-
-def describe(row: BenchmarkRun) -> dict[str, Any]:
-    """A job as the API shows it (no owner, no bookkeeping, a summary instead of every request)."""
-    stored = row.config if isinstance(row.config, dict) else {}
-    wanted = stored.get("metrics")
-    summary = {k: v for k, v in (row.summary or {}).items() if "." not in k and (not wanted or k in wanted)}
-    progress = {k: v for k, v in (row.progress or {}).items() if k not in PRIVATE_PROGRESS} or None
-    config = dict(stored.get("benchmark") or {})
-    if stored.get("self_target"):
-        config.pop("api_key", None)
-    return {
-        "benchmark_id": row.id,
-        "name": row.name,
-        "model": row.model,
-        "target": row.target or "self",
-        "status": row.status,
-        "progress": progress,
-        "error": row.error,
-        "config": config,
-        "metrics": wanted,
-        "summary": summary or None,
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at),
-    }

@@ -17,27 +17,36 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ..convert.jobs import describe
-from ..convert.quantize import OPTIMIZATIONS
-from ..kernel.errors import ServiceUnavailable
-from .context import get_kernel, json_body, page_query, require
-from .openai_schemas import ConvertSchema
+from ...api.context import current_identity, get_kernel, json_body, page_query
+from ...api.openai_schemas import ConvertSchema
+from ...api.routing import json_object, route
+from ...api.schemas import PageQuerySchema
+from ...convert.quantize import OPTIMIZATIONS
+from ..keys import CONVERSIONS
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
 
 
 def _jobs() -> Any:
-    service = get_kernel().services.get("conversions")
-    if service is None:
-        raise ServiceUnavailable("the conversions plugin is not loaded", details={"plugin_id": "conversions"})
-    return service
+    return get_kernel().service(CONVERSIONS)
 
 
-@bp.post("")
+@route(
+    bp,
+    "",
+    methods=("POST",),
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Re-quantize a GGUF model of the models directory into a new GGUF file, as a background job (admin, 202)",
+    body=ConvertSchema,
+    response=json_object("job_id", "status", "estimated_duration", "progress"),
+    status=202,
+)
 def create_conversion() -> tuple[Response, int]:
     """Queue a conversion (admin)."""
-    identity = require("admin", "convert")
-    body = json_body(ConvertSchema())
+    identity = current_identity()
+    body = json_body()
     quantization = body.get("quantization") or OPTIMIZATIONS.get(body.get("optimization") or "size")
     row = _jobs().submit_conversion(
         body["source_model"],
@@ -47,31 +56,59 @@ def create_conversion() -> tuple[Response, int]:
         optimization=body.get("optimization"),
         target_format=body["target_format"],
     )
-    info = describe(row)
+    info = _jobs().kind.describe(row)
     keys = ("job_id", "status", "estimated_duration", "progress", "source_model", "quantization", "output_file")
     return jsonify({k: info[k] for k in keys}), 202
 
 
-@bp.get("")
+@route(
+    bp,
+    "",
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Conversion jobs, newest first (admin)",
+    response=json_object("object", "data"),
+    query=PageQuerySchema,
+)
 def list_conversions() -> Response:
     """A page of the conversion jobs, newest first (admin): ``limit`` ≤ 100, ``offset``."""
-    identity = require("admin", "convert")
+    identity = current_identity()
     limit, offset = page_query()
     rows = _jobs().list(identity, limit=limit + 1, offset=offset)
     more = len(rows) > limit
-    data = [describe(r) for r in rows[:limit]]
+    data = [_jobs().kind.describe(r) for r in rows[:limit]]
     return jsonify({"object": "list", "data": data, "has_more": more, "next_offset": offset + limit if more else None})
 
 
-@bp.get("/<int:job_id>")
+@route(
+    bp,
+    "/<int:job_id>",
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="A conversion job: status, progress, output file, size reduction, duration (admin)",
+    response=json_object("job_id", "status", "output_file", "size_reduction", "duration", "progress"),
+)
 def get_conversion(job_id: int) -> Response:
     """One conversion job: status, progress, output file, size reduction, duration (admin)."""
-    identity = require("admin", "convert")
-    return jsonify(describe(_jobs().get(job_id, identity)))
+    identity = current_identity()
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.get(job_id, identity)))
 
 
-@bp.post("/<int:job_id>/cancel")
+@route(
+    bp,
+    "/<int:job_id>/cancel",
+    methods=("POST",),
+    permission="admin",
+    resource="convert",
+    rate_limit="models",
+    summary="Cancel a queued or running conversion job; its partial output is removed (admin)",
+    response=json_object("job_id", "status"),
+)
 def cancel_conversion(job_id: int) -> Response:
     """Cancel a queued or running conversion; its partial output is removed (admin)."""
-    identity = require("admin", "convert")
-    return jsonify(describe(_jobs().cancel(job_id, identity)))
+    identity = current_identity()
+    jobs = _jobs()
+    return jsonify(jobs.kind.describe(jobs.cancel(job_id, identity)))
