@@ -302,14 +302,14 @@ class RunningRequests:
         with self._lock:
             return sum(map(len, self._streams.values()))
 
-    def cancel(self, request_id: str, identity: Identity | None) -> int:
-        """Cancel the requests with ``request_id`` that ``identity`` owns (an admin: any).
+    def cancel(self, request_id: str, identity: Identity | None, admin: bool = False) -> int:
+        """Cancel the requests with ``request_id`` that ``identity`` owns (any, when ``admin``).
 
         Returns how many were cancelled; NOT_FOUND when there is none the caller may see,
         so that request ids of other keys are not revealed.
         """
         with self._lock:
-            streams = [s for s in self._streams.get(request_id, []) if _may_cancel(identity, s.request)]
+            streams = [s for s in self._streams.get(request_id, []) if _may_cancel(identity, s.request, admin)]
         if not streams:
             raise NotFound(f"no running request {request_id!r}", details={"request_id": request_id})
         for stream in streams:
@@ -317,10 +317,10 @@ class RunningRequests:
         return len(streams)
 
 
-def _may_cancel(identity: Identity | None, request: InferenceRequest) -> bool:
+def _may_cancel(identity: Identity | None, request: InferenceRequest, admin: bool) -> bool:
     if identity is None:
         return False
-    if identity.has("admin"):
+    if admin:
         return True
     owner = request.identity
     return owner is not None and owner.kind == identity.kind and owner.id == identity.id

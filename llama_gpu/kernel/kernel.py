@@ -595,8 +595,8 @@ class Kernel:
         return start_inference(self, request)
 
     def cancel_request(self, request_id: str, identity: Identity | None) -> int:
-        """Cancel a running or queued request of ``identity`` (any, for an admin)."""
-        return self.requests.cancel(request_id, identity)
+        """Cancel a running or queued request of ``identity`` (any, when ``check_permission`` says admin)."""
+        return self.requests.cancel(request_id, identity, admin=self.check_permission(identity, "admin", "requests"))
 
     def complete(self, request: InferenceRequest) -> Any:
         """Serve ``request`` to the end and return its :class:`InferenceResponse`."""

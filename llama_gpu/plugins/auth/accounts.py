@@ -341,22 +341,32 @@ class Accounts:
             self._touched[key_id] = now
             return True
 
-    def list_keys(self, owner: Identity, limit: int | None = None, offset: int = 0) -> list[ApiKey]:
-        """A page of the keys ``owner`` may see: all (admin), a user's and their descendants, a key's descendants."""
+    def list_keys(
+        self, owner: Identity, limit: int | None = None, offset: int = 0, *, admin: bool | None = None
+    ) -> list[ApiKey]:
+        """A page of the keys ``owner`` may see: all (admin), a user's and their descendants, a key's descendants.
+
+        ``admin``: whether ``owner`` manages every key (what ``check_permission`` answered; default: its roles).
+        """
+        admin = owner.has("admin") if admin is None else admin
         with self.db.session() as session:
             query = select(ApiKey).order_by(ApiKey.id)
-            if owner.kind == "api_key" and not owner.has("admin"):
+            if owner.kind == "api_key" and not admin:
                 below = sorted(_descendants(session, [int(owner.id)]), key=lambda k: k.id)
                 return below[offset : None if limit is None else offset + limit]
-            if not owner.has("admin"):
+            if not admin:
                 query = query.where(ApiKey.owner_user_id == int(owner.id) if owner.kind == "user" else ApiKey.id == -1)
             return list(session.scalars(query.offset(offset).limit(limit)).all())
 
-    def revoke_key(self, key_id: int, by: Identity, remote: str | None = None) -> ApiKey:
-        """Revoke a key ``by`` may manage, and every key made from it; NOT_FOUND otherwise (ids are not revealed)."""
+    def revoke_key(self, key_id: int, by: Identity, remote: str | None = None, *, admin: bool | None = None) -> ApiKey:
+        """Revoke a key ``by`` may manage, and every key made from it; NOT_FOUND otherwise (ids are not revealed).
+
+        ``admin``: whether ``by`` manages every key (what ``check_permission`` answered; default: its roles).
+        """
+        admin = by.has("admin") if admin is None else admin
         with self.db.session() as session:
             key = session.get(ApiKey, key_id)
-            if key is None or not (by.has("admin") or _manages(session, by, key)):
+            if key is None or not (admin or _manages(session, by, key)):
                 raise NotFound(f"no API key {key_id}", details={"key_id": key_id})
             now = utcnow()
             below = _descendants(session, [key.id])

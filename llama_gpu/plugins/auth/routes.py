@@ -190,7 +190,7 @@ def list_keys() -> Response:
     """A page of the caller's keys (every key, for an admin; ``limit`` ≤ 100, ``offset``); never secrets or hashes."""
     identity = _caller()
     limit, offset = page_query()
-    rows = _accounts().list_keys(identity, limit=limit + 1, offset=offset)
+    rows = _accounts().list_keys(identity, limit=limit + 1, offset=offset, admin=_is_admin(identity))
     keys = [_describe(k) for k in rows[:limit]]
     more = len(rows) > limit
     return jsonify({"success": True, "keys": keys, "total": len(keys), "next_offset": offset + limit if more else None})
@@ -209,7 +209,7 @@ def list_keys() -> Response:
 def revoke_key(key_id: int) -> Response:
     """Revoke one of the caller's keys (any key, for an admin)."""
     identity = _caller()
-    key = _accounts().revoke_key(key_id, identity, remote=request.remote_addr)
+    key = _accounts().revoke_key(key_id, identity, remote=request.remote_addr, admin=_is_admin(identity))
     return jsonify({"success": True, "key": _describe(key)})
 
 
@@ -219,6 +219,11 @@ def _caller() -> Identity:
     if identity is None or identity.kind == "anonymous":
         raise AuthenticationFailed("an API key or a login token is required")
     return identity
+
+
+def _is_admin(identity: Identity) -> bool:
+    """Whether ``identity`` manages every key (asked of ``check_permission``, like every decision)."""
+    return get_kernel().check_permission(identity, "admin", "auth")
 
 
 def _describe(key: Any) -> dict[str, Any]:
