@@ -15,7 +15,14 @@ from flask import Blueprint, Response, g, jsonify
 from ..kernel.inference import InferenceStream
 from ..kernel.types import InferenceResponse, new_id, utc_iso
 from .context import count_of, current_identity, get_kernel, json_body
-from .routing import json_object, route
+from .responses import (
+    BatchGenerateResponseSchema,
+    BatchInferResponseSchema,
+    CancelResponseSchema,
+    GenerateResponseSchema,
+    InferResponseSchema,
+)
+from .routing import route
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
 from .streaming import complete_many, sse_response
 
@@ -33,7 +40,7 @@ aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
     streamable=True,
     summary="Generate text",
     body=InferSchema,
-    response=json_object("success", "result", "metadata"),
+    response=InferResponseSchema,
     streams=True,
 )
 def infer() -> Response:
@@ -71,7 +78,7 @@ def infer() -> Response:
     permission="write",
     resource="requests",
     summary="Cancel a running or queued request (its own key, or an admin)",
-    response=json_object("success", "request_id", "cancelled"),
+    response=CancelResponseSchema,
 )
 def cancel_request(request_id: str) -> Response:
     """Cancel a running or queued request: its sequence is freed at the engine's next step."""
@@ -130,7 +137,7 @@ def stream_infer() -> Response:
     cost=lambda body: count_of(body.get("inputs")),
     summary="Generate for several inputs",
     body=BatchInferSchema,
-    response=json_object("success", "results", "metadata"),
+    response=BatchInferResponseSchema,
 )
 def batch_infer() -> Response:
     """Generate text for every item of ``inputs`` concurrently; results in input order."""
@@ -172,7 +179,7 @@ def batch_infer() -> Response:
     streamable=True,
     summary="Generate (seed alias)",
     body=GenerateSchema,
-    response=json_object("text", "usage", "latency"),
+    response=GenerateResponseSchema,
     streams=True,
 )
 def generate() -> Response:
@@ -227,7 +234,7 @@ def _generate_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     cost=lambda body: count_of(body.get("requests")),
     summary="Generate for several prompts (seed alias)",
     body=BatchGenerateSchema,
-    response=json_object("results"),
+    response=BatchGenerateResponseSchema,
 )
 def batch_generate() -> Response:
     """Generate text for every item of ``requests`` concurrently: ``{results: [{text, usage}]}``."""
