@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ...api.context import credentials, current_identity, get_kernel, json_body, page_query
+from ...api.context import credentials, current_identity, get_kernel, json_body, page_query, service
 from ...api.routing import json_object, route
 from ...api.schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
 from ...kernel.errors import (
@@ -24,7 +24,6 @@ from ...kernel.errors import (
     InvalidInput,
     PermissionDenied,
     RateLimitExceeded,
-    ServiceUnavailable,
 )
 from ...kernel.types import Identity
 from .accounts import parse_duration, roles_of, top_role
@@ -34,10 +33,7 @@ openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
 
 
 def _accounts() -> Any:
-    accounts = get_kernel().services.get("accounts")
-    if accounts is None:
-        raise ServiceUnavailable("accounts are not available (the api_keys plugin is not loaded)")
-    return accounts
+    return service("accounts", "api_keys")
 
 
 @route(

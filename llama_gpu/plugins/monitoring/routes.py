@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ...api.context import get_kernel, query_args
+from ...api.context import query_args, service
 from ...api.routing import json_object, route
 from ...api.schemas import LogsQuerySchema, MetricsQuerySchema
 from ...kernel.errors import ServiceUnavailable
@@ -19,13 +19,6 @@ from .samples import GRANULARITIES, TIMEFRAMES
 
 bp = Blueprint("system", __name__)
 metrics_bp = Blueprint("prometheus", __name__)
-
-
-def _service(name: str) -> Any:
-    service = get_kernel().services.get(name)
-    if service is None:
-        raise ServiceUnavailable(f"the {name} plugin is not loaded", details={"plugin_id": name})
-    return service
 
 
 def _ok(body: dict[str, Any]) -> Response:
@@ -42,7 +35,7 @@ def _ok(body: dict[str, Any]) -> Response:
 )
 def system_status() -> Response:
     """Status, uptime, version, machine use, services and request statistics."""
-    return _ok(_service("monitoring").system_status(web_dashboard="dashboard" in current_app.blueprints))
+    return _ok(service("monitoring").system_status(web_dashboard="dashboard" in current_app.blueprints))
 
 
 @route(
@@ -55,7 +48,7 @@ def system_status() -> Response:
 )
 def system_gpu() -> Response:
     """Every GPU through NVML (``gpu_count: 0`` where there is none)."""
-    return _ok(_service("monitoring").gpu_info())
+    return _ok(service("monitoring").gpu_info())
 
 
 @route(
@@ -70,7 +63,7 @@ def system_gpu() -> Response:
 def system_metrics() -> Response:
     """Stored series over a timeframe, in buckets of the granularity."""
     query = query_args()
-    monitor = _service("monitoring")
+    monitor = service("monitoring")
     store = monitor.sample_store()
     if store is None:
         raise ServiceUnavailable("no database is configured for stored metrics")
@@ -91,7 +84,7 @@ def system_logs() -> Response:
     """The newest log records of this process (admin)."""
     query = query_args()
     since = query["since"].timestamp() if query["since"] else None
-    logs = _service("monitoring").logs.query(query["level"], query["limit"], since, query["component"])
+    logs = service("monitoring").logs.query(query["level"], query["limit"], since, query["component"])
     return _ok({"count": len(logs), "logs": logs})
 
 
@@ -105,7 +98,7 @@ def system_logs() -> Response:
 )
 def alerts() -> Response:
     """Firing alerts and the rules in force."""
-    alerting = _service("monitoring").alerts
+    alerting = service("monitoring").alerts
     return _ok({"alerts": alerting.active(), "rules": [rule.describe() for rule in alerting.rules]})
 
 
@@ -120,5 +113,5 @@ def alerts() -> Response:
 )
 def prometheus_metrics() -> Response:
     """The Prometheus text format (open unless ``LLAMA_GPU_METRICS_PUBLIC=false``)."""
-    body, content_type = _service("prometheus").render()
+    body, content_type = service("prometheus").render()
     return Response(body, mimetype=None, content_type=content_type)
