@@ -19,6 +19,7 @@ from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
 from .context import count_of, current_identity, get_kernel, json_body, number_of
+from .errors import openai_error_body
 from .openai_schemas import (
     COMPLETION_DEFAULT_MAX_TOKENS,
     MAX_LOGPROB_ENTRIES,
@@ -103,29 +104,6 @@ def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Resp
         catch=LlamaGPUError,
         done="[DONE]",
     )
-
-
-def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
-    """``{"error": {"type", "code", "message", "details"}}`` as the OpenAI API shapes errors."""
-    kind = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "invalid_request_error",
-        409: "invalid_request_error",
-        413: "invalid_request_error",
-        415: "invalid_request_error",
-        429: "rate_limit_error",
-    }.get(error.status, "server_error")
-    return {
-        "error": {
-            "type": kind,
-            "code": error.code.lower(),
-            "message": error.message,
-            "details": error.details,
-            "param": error.details.get("field"),
-        }
-    }
 
 
 # ----------------------------------------------------------------------------- chat
