@@ -17,6 +17,7 @@ from .kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, L
 from .kernel.config import Settings
 from .kernel.hookspecs import hookimpl, hookspec
 from .kernel.kernel import Kernel, KernelState
+from .kernel.services import ServiceKey, Services
 from .kernel.types import (
     Chunk,
     Credentials,
@@ -46,6 +47,8 @@ __all__ = [
     "ModelSpec",
     "PluginInfo",
     "Sequence",
+    "ServiceKey",
+    "Services",
     "Settings",
     "__version__",
     "errors",

@@ -32,6 +32,7 @@ from flask.testing import FlaskClient
 
 from .kernel.config import Settings
 from .kernel.kernel import Kernel
+from .plugins.auth import ACCOUNTS
 
 #: The roles a key may have, lowest first.
 ROLES = ("read", "write", "admin")
@@ -92,7 +93,7 @@ def llama_gpu_client(llama_gpu_app: Flask) -> FlaskClient:
 @pytest.fixture
 def llama_gpu_keys(llama_gpu_kernel: Kernel) -> dict[str, str]:
     """An API key of each role (``read``, ``write``, ``admin``) and ``none`` (a key without permissions)."""
-    accounts = llama_gpu_kernel.services["accounts"]
+    accounts = llama_gpu_kernel.service(ACCOUNTS)
     keys = {role: accounts.create_key(f"test {role}", role)[1] for role in ROLES}
     keys["none"] = accounts.create_key("test none", "read", permissions=[])[1]
     return keys

@@ -34,7 +34,7 @@ from llama_gpu.db import Database, Job
 from llama_gpu.db.migrate import alembic_config
 from llama_gpu.db.session import _make_engine
 from llama_gpu.jobs import JobChannel, JobContext, JobKind, JobService, Outcome, Submission, channels
-from llama_gpu.kernel.errors import Conflict, ServerOverloaded
+from llama_gpu.kernel.errors import Conflict, ServerOverloaded, ServiceUnavailable
 from llama_gpu.kernel.types import PluginInfo
 from llama_gpu.plugins.monitoring.socketio_bridge import CHANNEL_ROLES, OWNER_CHANNELS, channel_of
 
@@ -214,6 +214,24 @@ def test_the_embedded_pool_runs_max_running_jobs_at_once_and_cancels_waiting_and
         kernel.stop(timeout=5)
 
 
+def test_an_unreachable_queue_refuses_the_job_with_503_and_leaves_no_queued_row(tmp_path: Path) -> None:
+    kernel = Kernel(make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")).start()  # nothing listens there
+    try:
+        from llama_gpu.bench import BenchmarkConfig
+
+        service = kernel.services["benchmarks"]
+        assert service.queue is not None, "with Redis set, benchmarks go on the queue"
+        config = BenchmarkConfig.from_dict({**TINY, "api_base": "http://127.0.0.1:9/v1", "server_info": {}})
+        with pytest.raises(ServiceUnavailable) as refused:
+            service.submit("unqueued", config, None, self_target=True)
+        assert refused.value.retry_after == 30
+        row = service.store.get(refused.value.details["benchmark_id"])
+        assert row is not None and row.status == "failed" and "could not queue" in (row.error or "")
+        assert kernel.services["evaluations"].queue is None, "evaluations always run in the server"
+    finally:
+        kernel.stop(timeout=5)
+
+
 # ------------------------------------------------------------------ a real worker over Redis
 def redis_url() -> str:
     """The test Redis, or skip (fail when ``LLAMA_GPU_REQUIRE_SERVICES=1``)."""
@@ -374,6 +392,49 @@ def test_a_worker_process_runs_queued_jobs_and_a_server_cancels_them(
         assert results["benchmark_info"]["cancelled"] is True
     finally:
         client.disconnect()
+        code = stop_worker(worker) if worker is not None else 0
+        server.close()
+    assert code == 0, log.read_text()
+
+
+def test_a_conversion_runs_in_the_worker_and_the_server_registers_its_output(
+    tmp_path: Path, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes the GGUF into the shared models directory; the server that reads the row adds it."""
+    from .test_convert import build_tiny_checkpoint
+
+    redis = redis_url()
+    monkeypatch.setenv("LLAMA_GPU_JOBS_QUEUE", queue_name)
+    models = tmp_path / "data" / "models"
+    build_tiny_checkpoint(models / "tiny-llama", "llama")
+    server = Server(tmp_path, redis, queue_name)
+    admin = server.kernel.services["accounts"].create_key("admin", "admin")[1]
+    log = tmp_path / "worker.log"
+    worker = None
+
+    def call(method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(
+            method, server.url + path, headers={"Authorization": f"Bearer {admin}"}, timeout=60, **kw
+        )
+
+    try:
+        answer = call("POST", "/v1/convert", json={"source_model": "tiny-llama", "quantization": "f32"})
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["job_id"]
+        worker = start_worker(tmp_path, redis, queue_name, server.httpd.server_port, log)
+
+        def finished() -> dict[str, Any] | None:
+            assert worker is not None and worker.poll() is None, log.read_text()
+            info = call("GET", f"/v1/convert/{job_id}").json()
+            return info if info["status"] != "processing" else None
+
+        info = wait_until(finished, 180, "the conversion to finish in the worker")
+        assert info["status"] == "completed" and info["progress"] == 1.0, (info, log.read_text())
+        assert (models / info["output_file"]).is_file()
+        listed = {m["id"] for m in call("GET", "/v1/models").json()["data"]}
+        assert info["model_id"] in listed, "the server registered the worker's output when it read the row"
+        assert server.kernel.services["conversions"].collect_metrics()["conversion_jobs_running"] == 0.0
+    finally:
         code = stop_worker(worker) if worker is not None else 0
         server.close()
     assert code == 0, log.read_text()

@@ -12,7 +12,6 @@ from ..kernel.errors import (
     AuthenticationFailed,
     InvalidInput,
     RateLimitExceeded,
-    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from ..kernel.kernel import Kernel
@@ -29,15 +28,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 def get_kernel() -> Kernel:
     """The kernel of the current app."""
     return cast(Kernel, current_app.extensions[EXTENSION])
-
-
-def service(name: str, plugin_id: str | None = None) -> Any:
-    """The object a plugin shares as ``name``; SERVICE_UNAVAILABLE (503) naming the plugin when it is not loaded."""
-    shared = get_kernel().services.get(name)
-    if shared is None:
-        plugin_id = plugin_id or name
-        raise ServiceUnavailable(f"the {plugin_id} plugin is not loaded", details={"plugin_id": plugin_id})
-    return shared
 
 
 def assign_request_id() -> None:

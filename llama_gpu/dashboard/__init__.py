@@ -2,7 +2,7 @@
 
 :func:`init_dashboard` is called by the app factory: it registers the page and asset
 blueprint and attaches the Flask-SocketIO server, which it shares with plugins as
-``kernel.services["socketio"]`` (the ``socketio_bridge`` plugin emits bus events through it).
+``kernel.services[SOCKETIO]`` (the ``socketio_bridge`` plugin emits bus events through it).
 """
 
 from __future__ import annotations

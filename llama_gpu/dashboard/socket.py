@@ -31,7 +31,7 @@ the process (``LLAMA_GPU_MAX_STREAMS``), answered 429 beyond them.
 
 Every ack of a refusal is ``{success: false, error: {code, message, details}}``; a handler
 never lets an exception reach the server. The bus events themselves are emitted by the
-``socketio_bridge`` plugin through the server shared as ``kernel.services["socketio"]``.
+``socketio_bridge`` plugin through the server shared as ``kernel.services[SOCKETIO]``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import AttemptCounter, StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, InferenceRequest, new_id, utc_iso
-from ..plugins.monitoring import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, owner_room
+from ..plugins.monitoring import CHANNEL_ROLES, CHANNELS, OWNER_CHANNELS, SOCKETIO, owner_room
 
 log = logging.getLogger(__name__)
 
@@ -527,7 +527,7 @@ def limit_socket_requests(
 
 
 def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
-    """Attach Flask-SocketIO to ``app``; share it as ``kernel.services["socketio"]``.
+    """Attach Flask-SocketIO to ``app``; share it as ``kernel.services[SOCKETIO]``.
 
     Same-origin only (Flask-SocketIO's default). With ``LLAMA_GPU_REDIS_URL`` set, emits go
     through Redis so that every worker process reaches its own clients.
@@ -543,5 +543,5 @@ def init_socketio(app: Flask, kernel: Kernel) -> SocketIO:
     channel = SocketChannel(socketio, kernel, streams)
     channel.register()
     app.extensions["llama_gpu.socket"] = channel
-    kernel.services["socketio"] = socketio
+    kernel.services[SOCKETIO] = socketio
     return socketio

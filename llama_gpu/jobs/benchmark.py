@@ -3,7 +3,7 @@
 A job is one :class:`~llama_gpu.bench.Benchmark` (a sweep of runs against an OpenAI-compatible
 server). A job that targets this server itself goes to the configured address of the process
 that runs it (a worker's ``LLAMA_GPU_HOST``/``LLAMA_GPU_PORT`` name the server it benchmarks) and
-gets an API key of its own from ``kernel.services["accounts"]`` there: the caller's role (at most
+gets an API key of its own from ``kernel.services[ACCOUNTS]`` there: the caller's role (at most
 ``write``) and tier, the caller's key as its parent, an expiry at the job's deadline; it is revoked when the job ends. A
 job runs at most its runs' planned time plus a minute, and at most
 ``LLAMA_GPU_MAX_BENCHMARK_SECONDS`` (then it is cancelled); one owner has at most
@@ -28,6 +28,8 @@ from ..db.models import Job
 from ..kernel.hookspecs import hookimpl
 from ..kernel.private import write_private
 from ..kernel.types import Identity, PluginInfo
+from ..plugins.auth import ACCOUNTS
+from .keys import BENCHMARKS
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
 from .service import JobService, owner_of
 from .store import PRIVATE_PROGRESS, iso
@@ -128,7 +130,7 @@ class BenchmarkKind(JobKind):
             write_private(prompts_file, "".join(json.dumps({"prompt": p}) + "\n" for p in stored["prompts"]))
             raw["dataset_name"] = str(prompts_file)
         max_seconds = float(stored.get("max_seconds") or self.kernel.settings.max_benchmark_seconds)
-        accounts = self.kernel.services.get("accounts")
+        accounts = self.kernel.services.get(ACCOUNTS)
         key_id, timed_out = None, threading.Event()
 
         def on_progress(progress: dict[str, Any]) -> None:
@@ -215,10 +217,10 @@ class BenchmarkKind(JobKind):
 
 
 class BenchmarkJobs(JobService):
-    """The ``benchmarks`` plugin: benchmark jobs, shared as ``kernel.services["benchmarks"]``."""
+    """The ``benchmarks`` plugin: benchmark jobs, shared as ``kernel.services[BENCHMARKS]``."""
 
     KIND = BenchmarkKind
-    SERVICE = "benchmarks"
+    SERVICE = BENCHMARKS
     PLUGIN_INFO = PluginInfo(
         name="Benchmark jobs",
         category="monitoring",

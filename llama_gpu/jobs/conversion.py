@@ -24,6 +24,7 @@ from ..db.models import Job
 from ..kernel.errors import Conflict, InvalidInput
 from ..kernel.hookspecs import hookimpl
 from ..kernel.types import Identity, PluginInfo
+from .keys import CONVERSIONS
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
 from .service import JobService
 from .store import PRIVATE_PROGRESS, iso
@@ -234,10 +235,10 @@ class ConversionKind(JobKind):
 
 
 class ConversionJobs(JobService):
-    """The ``conversions`` plugin: conversion jobs, shared as ``kernel.services["conversions"]``."""
+    """The ``conversions`` plugin: conversion jobs, shared as ``kernel.services[CONVERSIONS]``."""
 
     KIND = ConversionKind
-    SERVICE = "conversions"
+    SERVICE = CONVERSIONS
     PLUGIN_INFO = PluginInfo(
         name="Model conversion",
         category="models",

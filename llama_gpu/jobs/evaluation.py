@@ -21,6 +21,7 @@ from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
 from ..kernel.types import Identity, InferenceRequest, PluginInfo
+from .keys import EVALUATIONS
 from .kind import JobChannel, JobContext, JobKind, Outcome, Submission
 from .service import JobService, owner_of
 
@@ -216,10 +217,10 @@ class EvaluationKind(JobKind):
 
 
 class EvaluationJobs(JobService):
-    """The ``evaluations`` plugin: evaluations as jobs, shared as ``kernel.services["evaluations"]``."""
+    """The ``evaluations`` plugin: evaluations as jobs, shared as ``kernel.services[EVALUATIONS]``."""
 
     KIND = EvaluationKind
-    SERVICE = "evaluations"
+    SERVICE = EVALUATIONS
     PLUGIN_INFO = PluginInfo(
         name="Model evaluation",
         category="models",

@@ -26,10 +26,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from ..db import DATABASE
 from ..db.models import Job, utcnow
 from ..kernel.errors import Conflict, NotFound, RateLimitExceeded, ServerOverloaded, ServiceUnavailable
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
+from ..kernel.services import ServiceKey
 from ..kernel.types import Event, Identity, PluginInfo
 from .executors import DEFAULT_QUEUE, QueueExecutor, ThreadExecutor
 from .kind import JobContext, JobKind, Outcome, Submission
@@ -64,8 +66,8 @@ class JobService:
 
     KIND: ClassVar[type[JobKind]]
     PLUGIN_INFO: ClassVar[PluginInfo]
-    #: The service's name in ``kernel.services``.
-    SERVICE: ClassVar[str]
+    #: The service's key in ``kernel.services`` (:mod:`llama_gpu.jobs.keys`).
+    SERVICE: ClassVar[ServiceKey[JobService]]
     #: Seconds between heartbeats of this process's rows; a row silent for STALE_AFTER is abandoned.
     HEARTBEAT = 5.0
     STALE_AFTER = 30.0
@@ -143,8 +145,7 @@ class JobService:
         if self._beater is not None:
             self._beater.join(2.0)
             self._beater = None
-        if kernel.services.get(self.SERVICE) is self:
-            kernel.services.pop(self.SERVICE, None)
+        kernel.services.discard(self.SERVICE, self)
 
     @hookimpl
     def collect_metrics(self) -> dict[str, float]:
@@ -161,7 +162,7 @@ class JobService:
     def store(self) -> JobStore:
         """The kind's rows in the shared database."""
         assert self.kernel is not None, f"the {self.noun} jobs plugin is not started"
-        return JobStore(self.kernel.services["db"], self.KIND.name)
+        return JobStore(self.kernel.service(DATABASE), self.KIND.name)
 
     def is_admin(self, identity: Identity | None) -> bool:
         """Whether ``identity`` sees and manages every owner's jobs (asked of ``check_permission``)."""
@@ -209,12 +210,15 @@ class JobService:
             local = self._hold(LocalJob(row.id, identity=identity, secrets=submission.secrets))
             self.executor.submit(row.id, self.run_here)
             return row, local
-        else:
-            try:
-                queue.submit(row.id, self.run_here)
-            except Exception as exc:  # Redis away: no job is left queued for nobody
-                self.store.finish(row.id, "failed", error=f"could not queue the job: {type(exc).__name__}: {exc}")
-                raise
+        try:
+            queue.submit(row.id, self.run_here)
+        except Exception as exc:  # Redis away: no job is left queued for nobody, and the caller gets a 503
+            self.store.finish(row.id, "failed", error=f"could not queue the job: {type(exc).__name__}: {exc}")
+            error = ServiceUnavailable(
+                f"the job queue is unreachable: {type(exc).__name__}", details={self.KIND.id_field: row.id}
+            )
+            error.retry_after = 30
+            raise error from exc
         return row, None
 
     def check_capacity(self) -> None:
@@ -282,9 +286,7 @@ class JobService:
         if local is not None and not taken:
             local.cancel.set()  # the job closes its row, with what it did so far
             local.done.wait(self.CANCEL_WAIT)
-        elif (
-            local is None
-        ):  # waiting in the queue, or running in another process (which sees the row at its next write)
+        elif local is None:  # in the queue, or running in another process (it sees the closed row at its next write)
             queued = row.status == "queued"
             if queued and self.queue is not None:
                 self.queue.take_back(job_id)
@@ -315,15 +317,6 @@ class JobService:
                 job.cancel.set()
                 running.append(job)
         return running
-
-    def wait(self, job_id: int, timeout: float) -> Outcome | None:
-        """The outcome of a job of this process once it ends (``None`` if it has not within ``timeout``)."""
-        with self._lock:
-            local = self._local.get(job_id)
-        if local is None:
-            return None
-        local.done.wait(timeout)
-        return local.outcome
 
     def recover(self) -> int:
         """Mark rows of processes that stopped beating as failed."""

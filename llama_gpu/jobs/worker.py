@@ -20,6 +20,7 @@ from typing import Any
 from ..kernel.config import Settings
 from ..kernel.errors import ConfigurationError
 from ..kernel.kernel import Kernel
+from ..plugins.monitoring import SOCKETIO
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def run_worker(settings: Settings, queue: str, *, burst: bool = False, name: str
         from flask_socketio import SocketIO
 
         # emits go through Redis to every server's Socket.IO clients (no app: write-only)
-        kernel.services.setdefault("socketio", SocketIO(message_queue=settings.redis_url))
+        kernel.services.setdefault(SOCKETIO, SocketIO(message_queue=settings.redis_url))
         worker = _worker_class()(
             [Queue(queue, connection=connection)],
             connection=connection,

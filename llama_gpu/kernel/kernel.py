@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .backend import LoadOptions
 from .config import Settings
@@ -48,9 +48,12 @@ from .manager import (
     validate_plugin_id,
 )
 from .registry import ModelRegistry
+from .services import ServiceKey, Services
 from .types import Credentials, Event, Identity, InferenceRequest, RateLimitStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class KernelState(enum.StrEnum):
@@ -92,8 +95,8 @@ class Kernel:
         #: Requests in flight by id (for ``DELETE /api/v1/requests/{id}``).
         self.requests = RunningRequests()
         self.sequences = SequenceQuota(self.settings.max_concurrent_sequences)
-        #: Objects plugins share by name (the database is ``services["db"]``).
-        self.services: dict[str, Any] = {}
+        #: Objects plugins share, by typed key (``kernel.services[DATABASE]``; see :mod:`.services`).
+        self.services = Services()
         self._cond = threading.Condition()
         self._owned: dict[str, list[tuple[str, str]]] = {}
         self._commands: dict[str, Any] = {}
@@ -497,6 +500,10 @@ class Kernel:
         return lambda _sub, _event, exc: self.plugin_failed(record, "on_event", exc)
 
     # ---------------------------------------------------------------- facade
+    def service(self, key: ServiceKey[T]) -> T:
+        """The object shared under ``key``; SERVICE_UNAVAILABLE naming the providing plugin when absent."""
+        return self.services[key]
+
     def publish(self, type: str, data: dict[str, Any] | None = None) -> Event | None:
         """Publish an event of a declared type (ignored once stopped)."""
         if self.state is KernelState.STOPPED:

@@ -1,6 +1,6 @@
 """The ``persistence`` plugin: the shared database, the request log writer and ``llama-gpu db``.
 
-At start-up it shares a :class:`~llama_gpu.db.Database` as ``kernel.services["db"]``; the
+At start-up it shares a :class:`~llama_gpu.db.Database` as ``kernel.services[DATABASE]``; the
 database is opened (and migrated) on first use, not at start-up. Every finished or refused
 request becomes one :class:`~llama_gpu.db.RequestLog` row: the event bus hands the
 ``inference_completed`` / ``inference_failed`` events to this plugin's own thread, the rows
@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from ..db import DATABASE
 from ..kernel.errors import RequestCancelled
 from ..kernel.hookspecs import hookimpl
 from ..kernel.kernel import Kernel
@@ -213,11 +214,13 @@ class Persistence:
 
     @hookimpl(tryfirst=True)
     def startup(self, kernel: Kernel) -> None:
-        """Share the database as ``kernel.services["db"]`` (opened on first use, not now)."""
+        """Share the database as ``kernel.services[DATABASE]`` (opened on first use, not now)."""
         from ..db import Database
 
         settings = kernel.settings
-        self.db = kernel.services.setdefault("db", Database(settings.database, auto_upgrade=settings.db_auto_upgrade))
+        self.db = kernel.services.setdefault(
+            DATABASE, Database(settings.database, auto_upgrade=settings.db_auto_upgrade)
+        )
 
     @hookimpl
     def on_event(self, event: Event) -> None:
@@ -232,8 +235,7 @@ class Persistence:
         self.writer.close()
         if self.db is not None:
             self.db.dispose()
-        if kernel.services.get("db") is self.db:
-            kernel.services.pop("db", None)
+        kernel.services.discard(DATABASE, self.db)
 
     @hookimpl
     def collect_metrics(self) -> Mapping[str, float]:

@@ -25,19 +25,17 @@ from flask import Blueprint, Response, jsonify
 from ...api.context import current_identity, get_kernel, json_body, query_args
 from ...api.routing import json_object, route
 from ...api.schemas import BenchmarkCreateSchema, BenchmarkListQuerySchema
-from ...kernel.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
+from ...kernel.errors import Conflict, InvalidInput, PermissionDenied
 from ...kernel.types import utc_iso
 from .. import FINISHED, iso
 from ..benchmark import planned_seconds
+from ..keys import BENCHMARKS
 
 bp = Blueprint("benchmarks", __name__, url_prefix="/api/v1/benchmarks")
 
 
 def _jobs() -> Any:
-    service = get_kernel().services.get("benchmarks")
-    if service is None:
-        raise ServiceUnavailable("the benchmarks plugin is not loaded", details={"plugin_id": "benchmarks"})
-    return service
+    return get_kernel().service(BENCHMARKS)
 
 
 def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
@@ -64,7 +62,7 @@ def _configs(body: dict[str, Any], is_admin: bool) -> tuple[list[Any], bool]:
     configs = []
     for model in models or [raw["api_model_name"]]:
         if self_target:
-            get_kernel().registry.resolve(model)  # MODEL_NOT_FOUND now, not a failed job later
+            get_kernel().resolve_model(model)  # MODEL_NOT_FOUND now, not a failed job later
         try:
             configs.append(BenchmarkConfig.from_dict({**raw, "api_model_name": model}))
         except ConfigurationError as exc:

@@ -22,16 +22,13 @@ from ...api.openai_schemas import ConvertSchema
 from ...api.routing import json_object, route
 from ...api.schemas import PageQuerySchema
 from ...convert.quantize import OPTIMIZATIONS
-from ...kernel.errors import ServiceUnavailable
+from ..keys import CONVERSIONS
 
 bp = Blueprint("convert", __name__, url_prefix="/v1/convert")
 
 
 def _jobs() -> Any:
-    service = get_kernel().services.get("conversions")
-    if service is None:
-        raise ServiceUnavailable("the conversions plugin is not loaded", details={"plugin_id": "conversions"})
-    return service
+    return get_kernel().service(CONVERSIONS)
 
 
 @route(

@@ -16,9 +16,11 @@ from flask import Blueprint, Response, jsonify
 from ...api.context import count_of, current_identity, get_kernel, json_body, query_args
 from ...api.routing import json_object, route
 from ...api.schemas import EvaluateSchema, MetricsHistoryQuerySchema
-from ...kernel.errors import InvalidInput, ServiceUnavailable
+from ...db import DATABASE
+from ...kernel.errors import InvalidInput
 from ...kernel.types import utc_iso
 from .. import owner_of
+from ..keys import EVALUATIONS
 from ..store import metric_history
 
 bp = Blueprint("evaluate", __name__, url_prefix="/api/v1")
@@ -40,9 +42,7 @@ def evaluate(model_id: str) -> Response:
     """Run prompts on a model: perplexity of the references, tokens/s, latency, TTFT; stored as a job."""
     identity = current_identity()
     body = json_body()
-    jobs = get_kernel().services.get("evaluations")
-    if jobs is None:
-        raise ServiceUnavailable("the evaluations plugin is not loaded", details={"plugin_id": "evaluations"})
+    jobs = get_kernel().service(EVALUATIONS)
     return jsonify(jobs.kind.describe(jobs.evaluate(model_id, body, identity)))
 
 
@@ -67,7 +67,7 @@ def metrics_history() -> Response:
         raise InvalidInput("start_date is after end_date", details={"field": "start_date"})
     identity = current_identity()
     kernel = get_kernel()
-    db = kernel.services.get("db")
+    db = kernel.services.get(DATABASE)
     points: list[dict[str, Any]] = []
     more = False
     limit, offset = query["limit"], query["offset"]

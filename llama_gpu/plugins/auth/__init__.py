@@ -7,13 +7,21 @@ importing the package stays light.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["accounts_for", "bootstrap_admin"]
+from llama_gpu.kernel.services import ServiceKey
+
+if TYPE_CHECKING:
+    from .accounts import Accounts
+
+__all__ = ["ACCOUNTS", "accounts_for", "bootstrap_admin"]
+
+#: Users, API keys and sessions, shared by the ``api_keys`` plugin.
+ACCOUNTS: ServiceKey[Accounts] = ServiceKey("accounts", plugin="api_keys")
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("accounts_for", "bootstrap_admin"):
         from . import keys
 
         return getattr(keys, name)

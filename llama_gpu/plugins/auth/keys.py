@@ -3,7 +3,7 @@
 It recognises ``Authorization: Bearer <key or login token>`` and ``X-API-Key: <key>``;
 credentials it cannot verify (unknown, expired or revoked key, bad token) fail the call
 with AUTHENTICATION_FAILED rather than falling through to another plugin. It puts an
-:class:`~.accounts.Accounts` into ``kernel.services["accounts"]`` for the auth endpoints.
+:class:`~.accounts.Accounts` into ``kernel.services[ACCOUNTS]`` for the auth endpoints.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any
 
 import click
 
+from ...db import DATABASE
 from ...kernel.errors import AuthenticationFailed
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
 from ...kernel.types import Credentials, Identity, PluginInfo
+from . import ACCOUNTS
 from .accounts import ROLES, TIERS, Accounts, jwt_secret, parse_duration
 
 
@@ -28,7 +30,7 @@ def accounts_for(kernel_or_settings: Any) -> Accounts:
     settings = kernel_or_settings.settings if isinstance(kernel_or_settings, Kernel) else kernel_or_settings
     db = Database(settings.database, auto_upgrade=settings.db_auto_upgrade)
     if isinstance(kernel_or_settings, Kernel):  # one database per kernel, whichever plugin starts first
-        db = kernel_or_settings.services.setdefault("db", db)
+        db = kernel_or_settings.services.setdefault(DATABASE, db)
     return Accounts(db, lambda: jwt_secret(settings.jwt_secret, settings.data_dir), settings.jwt_expires)
 
 
@@ -50,7 +52,7 @@ class ApiKeyAuth:
         """Check the signing secret and share the accounts (the database is opened on first use)."""
         self.accounts = accounts_for(kernel)
         self.accounts.check_secret()  # an empty or short secret fails the start, not the first login
-        kernel.services["accounts"] = self.accounts
+        kernel.services[ACCOUNTS] = self.accounts
 
     @hookimpl
     def register_routes(self, register: Callable[[Any], None]) -> None:
@@ -63,7 +65,7 @@ class ApiKeyAuth:
     @hookimpl
     def shutdown(self, kernel: Kernel) -> None:
         """Stop sharing the accounts."""
-        kernel.services.pop("accounts", None)
+        kernel.services.discard(ACCOUNTS, self.accounts)
 
     @hookimpl
     def authenticate(self, credentials: Credentials, kernel: Kernel) -> Identity | None:

@@ -2,7 +2,7 @@
 
 ``/api/v1/auth/login|logout``, ``/v1/auth/keys``, ``/v1/auth/user``, ``/api/v1/auth/keys``.
 Thin: the logic is the plugin's :class:`~llama_gpu.plugins.auth.accounts.Accounts`
-(``kernel.services["accounts"]``). A caller creates keys with at most its own permissions,
+(``kernel.services[ACCOUNTS]``). A caller creates keys with at most its own permissions,
 and lists and revokes only the keys of its lineage: a user those it owns (its own and those
 made from them), a key those made from it (an admin: any). Revoking a key revokes the keys
 made from it. Failed logins are throttled per user name and per client address. No
@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ...api.context import credentials, current_identity, get_kernel, json_body, page_query, service
+from ...api.context import credentials, current_identity, get_kernel, json_body, page_query
 from ...api.routing import json_object, route
 from ...api.schemas import KeyCreateSchema, LoginSchema, PageQuerySchema
 from ...kernel.errors import (
@@ -26,14 +26,15 @@ from ...kernel.errors import (
     RateLimitExceeded,
 )
 from ...kernel.types import Identity
-from .accounts import parse_duration, roles_of, top_role
+from . import ACCOUNTS
+from .accounts import Accounts, parse_duration, roles_of, top_role
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
 
 
-def _accounts() -> Any:
-    return service("accounts", "api_keys")
+def _accounts() -> Accounts:
+    return get_kernel().service(ACCOUNTS)
 
 
 @route(

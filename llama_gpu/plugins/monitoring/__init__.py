@@ -7,13 +7,28 @@ plugins' own. They are imported on first use, so importing the package stays lig
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CHANNELS", "CHANNEL_ROLES", "OWNER_CHANNELS", "owner_room"]
+from llama_gpu.kernel.services import ServiceKey
+
+if TYPE_CHECKING:
+    from flask_socketio import SocketIO
+
+    from .monitor import Monitoring
+    from .prometheus import Metrics
+
+__all__ = ["CHANNELS", "CHANNEL_ROLES", "MONITORING", "OWNER_CHANNELS", "PROMETHEUS", "SOCKETIO", "owner_room"]
+
+#: The ``monitoring`` plugin itself: system status, GPU figures, samples, logs, alerts.
+MONITORING: ServiceKey[Monitoring] = ServiceKey("monitoring", plugin="monitoring")
+#: The Prometheus metrics of the kernel, shared by the ``prometheus`` plugin.
+PROMETHEUS: ServiceKey[Metrics] = ServiceKey("prometheus", plugin="prometheus")
+#: The Socket.IO server the web dashboard attaches (or a worker's write-only one); the bridge emits through it.
+SOCKETIO: ServiceKey[SocketIO] = ServiceKey("socketio", plugin="dashboard")
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("CHANNELS", "CHANNEL_ROLES", "OWNER_CHANNELS", "owner_room"):
         from . import socketio_bridge
 
         return getattr(socketio_bridge, name)

@@ -7,7 +7,7 @@ one per request). Each sample is published as ``system_metrics``, ``gpu_metrics`
 ``inference_stats`` events (the Socket.IO bridge forwards them to the dashboard) and
 checked against the alert rules. Every ``LLAMA_GPU_METRICS_STORE_INTERVAL`` seconds the
 figures of that interval are written to the database (``metric_samples``), which
-``GET /api/v1/system/metrics`` reads. The plugin is shared as ``kernel.services["monitoring"]``.
+``GET /api/v1/system/metrics`` reads. The plugin is shared as ``kernel.services[MONITORING]``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import __version__
+from ...db import DATABASE
 from ...kernel.errors import LlamaGPUError
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel, KernelState
 from ...kernel.types import Event, PluginInfo, utc_iso
+from . import MONITORING, SOCKETIO
 from .alerts import DEFAULT_RULES, AlertManager, parse_rules
 from .logs import LogBuffer
 from .system import GPUReader, system_reading
@@ -162,7 +164,7 @@ class Monitoring:
         """Keep the logs, share the plugin, start sampling."""
         self.kernel = kernel
         logging.getLogger("llama_gpu").addHandler(self.logs)
-        kernel.services["monitoring"] = self
+        kernel.services[MONITORING] = self
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="monitoring-sampler", daemon=True)
         self._thread.start()
@@ -181,8 +183,7 @@ class Monitoring:
         self._thread = None
         logging.getLogger("llama_gpu").removeHandler(self.logs)
         self.gpus.close()
-        if kernel.services.get("monitoring") is self:
-            kernel.services.pop("monitoring", None)
+        kernel.services.discard(MONITORING, self)
 
     @hookimpl
     def collect_metrics(self) -> Mapping[str, float]:
@@ -325,7 +326,7 @@ class Monitoring:
     def sample_store(self) -> Any:
         """The :class:`~.samples.SampleStore` on the shared database (``None`` without one)."""
         assert self.kernel is not None
-        database = self.kernel.services.get("db")
+        database = self.kernel.services.get(DATABASE)
         if database is None:
             return None
         from .samples import SampleStore  # SQL stays out of the import of this module
@@ -357,7 +358,7 @@ class Monitoring:
                 "inference_engine": "running" if started else "stopped",
                 "plugin_manager": "running",
                 "web_dashboard": "running" if web_dashboard else "disabled",
-                "websocket_server": "running" if kernel.services.get("socketio") is not None else "disabled",
+                "websocket_server": "running" if SOCKETIO in kernel.services else "disabled",
             },
             "engine": {
                 "models_loaded": inference["models_loaded"],

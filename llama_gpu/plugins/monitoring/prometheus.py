@@ -36,6 +36,7 @@ from ...kernel.errors import LlamaGPUError
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
 from ...kernel.types import Event, PluginInfo
+from . import MONITORING, PROMETHEUS
 
 PREFIX = "llama_gpu"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -194,7 +195,7 @@ class Metrics:
             else:
                 for labels in _label_sets(self.model_memory, spec.id):
                     self.model_memory.remove(*labels)  # unloaded: no longer a series
-        monitor = self.kernel.services.get("monitoring")
+        monitor = self.kernel.services.get(MONITORING)
         if monitor is None:
             return
         self.alerts.set(len(monitor.alerts.active()))
@@ -234,7 +235,7 @@ def _label_sets(metric: Any, model: str) -> list[tuple[str, ...]]:
 
 
 class PrometheusExporter:
-    """Keeps the Prometheus metrics of a kernel, shared as ``kernel.services["prometheus"]``."""
+    """Keeps the Prometheus metrics of a kernel, shared as ``kernel.services[PROMETHEUS]``."""
 
     PLUGIN_INFO = PluginInfo(
         name="Prometheus",
@@ -249,7 +250,7 @@ class PrometheusExporter:
     def startup(self, kernel: Kernel) -> None:
         """Create the metric families."""
         self.metrics = Metrics(kernel)
-        kernel.services["prometheus"] = self.metrics
+        kernel.services[PROMETHEUS] = self.metrics
 
     @hookimpl
     def register_routes(self, register: Callable[[Any], None]) -> None:
@@ -267,8 +268,7 @@ class PrometheusExporter:
     @hookimpl
     def shutdown(self, kernel: Kernel) -> None:
         """Stop sharing the metrics."""
-        if kernel.services.get("prometheus") is self.metrics:
-            kernel.services.pop("prometheus", None)
+        kernel.services.discard(PROMETHEUS, self.metrics)
 
     @hookimpl
     def collect_metrics(self) -> Mapping[str, float]:

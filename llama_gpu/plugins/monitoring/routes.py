@@ -10,11 +10,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ...api.context import query_args, service
+from ...api.context import get_kernel, query_args
 from ...api.routing import json_object, route
 from ...api.schemas import LogsQuerySchema, MetricsQuerySchema
 from ...kernel.errors import ServiceUnavailable
 from ...kernel.types import utc_iso
+from . import MONITORING, PROMETHEUS
 from .samples import GRANULARITIES, TIMEFRAMES
 
 bp = Blueprint("system", __name__)
@@ -35,7 +36,7 @@ def _ok(body: dict[str, Any]) -> Response:
 )
 def system_status() -> Response:
     """Status, uptime, version, machine use, services and request statistics."""
-    return _ok(service("monitoring").system_status(web_dashboard="dashboard" in current_app.blueprints))
+    return _ok(get_kernel().service(MONITORING).system_status(web_dashboard="dashboard" in current_app.blueprints))
 
 
 @route(
@@ -48,7 +49,7 @@ def system_status() -> Response:
 )
 def system_gpu() -> Response:
     """Every GPU through NVML (``gpu_count: 0`` where there is none)."""
-    return _ok(service("monitoring").gpu_info())
+    return _ok(get_kernel().service(MONITORING).gpu_info())
 
 
 @route(
@@ -63,7 +64,7 @@ def system_gpu() -> Response:
 def system_metrics() -> Response:
     """Stored series over a timeframe, in buckets of the granularity."""
     query = query_args()
-    monitor = service("monitoring")
+    monitor = get_kernel().service(MONITORING)
     store = monitor.sample_store()
     if store is None:
         raise ServiceUnavailable("no database is configured for stored metrics")
@@ -84,7 +85,7 @@ def system_logs() -> Response:
     """The newest log records of this process (admin)."""
     query = query_args()
     since = query["since"].timestamp() if query["since"] else None
-    logs = service("monitoring").logs.query(query["level"], query["limit"], since, query["component"])
+    logs = get_kernel().service(MONITORING).logs.query(query["level"], query["limit"], since, query["component"])
     return _ok({"count": len(logs), "logs": logs})
 
 
@@ -98,7 +99,7 @@ def system_logs() -> Response:
 )
 def alerts() -> Response:
     """Firing alerts and the rules in force."""
-    alerting = service("monitoring").alerts
+    alerting = get_kernel().service(MONITORING).alerts
     return _ok({"alerts": alerting.active(), "rules": [rule.describe() for rule in alerting.rules]})
 
 
@@ -113,5 +114,5 @@ def alerts() -> Response:
 )
 def prometheus_metrics() -> Response:
     """The Prometheus text format (open unless ``LLAMA_GPU_METRICS_PUBLIC=false``)."""
-    body, content_type = service("prometheus").render()
+    body, content_type = get_kernel().service(PROMETHEUS).render()
     return Response(body, mimetype=None, content_type=content_type)

@@ -2,7 +2,7 @@
 
 The kernel's event bus hands every event to this plugin's own delivery thread; an event of
 a mapped type is emitted, under its bus type as the event name, to the room of its channel
-on the Socket.IO server the dashboard shares as ``kernel.services["socketio"]`` (nothing is
+on the Socket.IO server the dashboard shares as ``kernel.services[SOCKETIO]`` (nothing is
 emitted where there is none, e.g. in a CLI command). The payload is the event's data
 without ``caller`` (who made a request is nobody else's business), with ``timestamp`` added
 when absent. Only whole-request and periodic events are mapped: never one per token.
@@ -18,6 +18,7 @@ from ...jobs import channels as job_channels
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel
 from ...kernel.types import Event, PluginInfo, utc_iso
+from . import SOCKETIO
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class SocketIOBridge:
         channel = channel_of(event.type)
         if kernel is None or channel is None:
             return
-        server = kernel.services.get("socketio")
+        server = kernel.services.get(SOCKETIO)
         if server is None:
             return
         payload = payload_of(event)
