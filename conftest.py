@@ -14,7 +14,9 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["pytester"]  # tests/test_skip_policy.py runs this hook in an inner session
+# pytester: tests/test_skip_policy.py runs this hook in an inner session; llama_gpu.testing: the fixtures for
+# plugin authors (also its pytest11 entry point once installed: same name, so it is registered once)
+pytest_plugins = ["pytester", "llama_gpu.testing"]
 
 REQUIRE = "LLAMA_GPU_REQUIRE_SERVICES"
 MODEL_STORE = "LLAMA_GPU_MODEL_STORE"

@@ -8,7 +8,12 @@ from typing import Any, cast
 from flask import current_app, g, request
 from marshmallow import Schema, ValidationError
 
-from ..kernel.errors import AuthenticationFailed, InvalidInput, RateLimitExceeded, UnsupportedMediaType
+from ..kernel.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    RateLimitExceeded,
+    UnsupportedMediaType,
+)
 from ..kernel.kernel import Kernel
 from ..kernel.streams import StreamLease, StreamLimiter
 from ..kernel.types import Credentials, Identity, new_id

@@ -1,11 +1,13 @@
-"""One error envelope for every failure of the native API.
+"""One error envelope for every failure: the native one, and the OpenAI shape under ``/v1/``.
 
-``{"success": false, "error": {"code", "message", "details"}, "request_id", "timestamp"}``
+``{"success": false, "error": {"code", "message", "details"}, "request_id", "timestamp"}``;
+``{"error": {"type", "code", "message", "details", "param"}}`` for OpenAI clients.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -25,8 +27,6 @@ def envelope(error: LlamaGPUError) -> Response:
     their own shape.
     """
     if request.path.startswith("/v1/"):
-        from .openai import openai_error_body
-
         body = openai_error_body(error)
     else:
         body = {
@@ -40,6 +40,29 @@ def envelope(error: LlamaGPUError) -> Response:
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
     return response
+
+
+def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
+    """``{"error": {"type", "code", "message", "details"}}`` as the OpenAI API shapes errors."""
+    kind = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        409: "invalid_request_error",
+        413: "invalid_request_error",
+        415: "invalid_request_error",
+        429: "rate_limit_error",
+    }.get(error.status, "server_error")
+    return {
+        "error": {
+            "type": kind,
+            "code": error.code.lower(),
+            "message": error.message,
+            "details": error.details,
+            "param": error.details.get("field"),
+        }
+    }
 
 
 def _from_http(exc: HTTPException) -> LlamaGPUError:

@@ -11,7 +11,8 @@ from .. import __version__
 from ..kernel.kernel import KernelState
 from ..kernel.types import utc_iso
 from .context import get_kernel
-from .routing import json_object, route
+from .responses import HealthSchema, ReadySchema
+from .routing import route
 
 bp = Blueprint("health", __name__)
 
@@ -22,7 +23,7 @@ bp = Blueprint("health", __name__)
     permission=None,
     rate_limit=None,
     summary="Liveness",
-    response=json_object("status", "version", "uptime"),
+    response=HealthSchema,
 )
 def health() -> Response:
     """Liveness: the process answers; says what it holds."""
@@ -46,8 +47,8 @@ def health() -> Response:
     permission=None,
     rate_limit=None,
     summary="Readiness (503 while no model can serve)",
-    response=json_object("status"),
-    responses={503: ("Not ready", json_object("status"))},
+    response=ReadySchema,
+    responses={503: ("Not ready", ReadySchema)},
 )
 def ready() -> Response | tuple[Response, int]:
     """Readiness: 503 while the default model cannot serve (loading, failed, missing)."""

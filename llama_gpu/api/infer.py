@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
 from ..kernel.inference import InferenceStream
-from ..kernel.types import Identity, InferenceRequest, InferenceResponse, new_id, utc_iso
+from ..kernel.types import InferenceResponse, new_id, utc_iso
 from .context import count_of, current_identity, get_kernel, json_body
-from .routing import json_object, route
+from .responses import (
+    BatchGenerateResponseSchema,
+    BatchInferResponseSchema,
+    CancelResponseSchema,
+    GenerateResponseSchema,
+    InferResponseSchema,
+)
+from .routing import route
 from .schemas import BatchGenerateSchema, BatchInferSchema, GenerateSchema, InferSchema, StreamInferSchema
 from .streaming import complete_many, sse_response
 
@@ -34,25 +40,14 @@ aliases_bp = Blueprint("aliases", __name__, url_prefix="/api/v1")
     streamable=True,
     summary="Generate text",
     body=InferSchema,
-    response=json_object("success", "result", "metadata"),
+    response=InferResponseSchema,
     streams=True,
 )
 def infer() -> Response:
     """Generate text for ``text``; ``stream: true`` answers with Server-Sent Events."""
     started = time.perf_counter()
-    identity = current_identity()
     body = json_body()
-    request = InferenceRequest(
-        prompt=body["text"],
-        model=body["model"],
-        max_tokens=body["max_tokens"],
-        temperature=body["temperature"],
-        top_p=body["top_p"],
-        stream=body["stream"],
-        id=g.request_id,
-        identity=identity,
-        metadata={"input_field": "text"},
-    )
+    request = InferSchema().to_request(body, id=g.request_id, identity=current_identity())
     stream = get_kernel().generate(request)
     if body["stream"]:
         return sse_response(_sse_events(stream), on_close=stream.close)
@@ -83,7 +78,7 @@ def infer() -> Response:
     permission="write",
     resource="requests",
     summary="Cancel a running or queued request (its own key, or an admin)",
-    response=json_object("success", "request_id", "cancelled"),
+    response=CancelResponseSchema,
 )
 def cancel_request(request_id: str) -> Response:
     """Cancel a running or queued request: its sequence is freed at the engine's next step."""
@@ -102,23 +97,6 @@ def _sse_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     final = {"token": last.text if last else "", "position": last.index if last else 0, "is_complete": True}
     final["final_text"] = stream.response.text
     yield final
-
-
-def _request(
-    identity: Identity | None, field: str, prompt: str, max_tokens: int, body: dict[str, Any], id: str, **extra: Any
-) -> InferenceRequest:
-    """An :class:`InferenceRequest` of the native API; ``field`` names the prompt's field for errors."""
-    return InferenceRequest(
-        prompt=prompt,
-        model=body["model"],
-        max_tokens=max_tokens,
-        temperature=body["temperature"],
-        id=id,
-        identity=identity,
-        endpoint="native",
-        metadata={"input_field": field},
-        **extra,
-    )
 
 
 def _usage(response: InferenceResponse) -> dict[str, int]:
@@ -143,11 +121,8 @@ def _usage(response: InferenceResponse) -> dict[str, int]:
 )
 def stream_infer() -> Response:
     """Generate text for ``text`` as Server-Sent Events (``token``, ``position``, ``is_complete``)."""
-    identity = current_identity()
     body = json_body()
-    request = _request(
-        identity, "text", body["text"], body["max_tokens"], body, g.request_id, top_p=body["top_p"], stream=True
-    )
+    request = StreamInferSchema().to_request(body, id=g.request_id, identity=current_identity())
     stream = get_kernel().generate(request)
     return sse_response(_sse_events(stream), on_close=stream.close)
 
@@ -162,18 +137,14 @@ def stream_infer() -> Response:
     cost=lambda body: count_of(body.get("inputs")),
     summary="Generate for several inputs",
     body=BatchInferSchema,
-    response=json_object("success", "results", "metadata"),
+    response=BatchInferResponseSchema,
 )
 def batch_infer() -> Response:
     """Generate text for every item of ``inputs`` concurrently; results in input order."""
     started = time.perf_counter()
-    identity = current_identity()
     body = json_body()
     items = body["inputs"]
-    requests = [
-        _request(identity, "text", item["text"], item["max_tokens"], body, f"{g.request_id}.{n}")
-        for n, item in enumerate(items)
-    ]
+    requests = BatchInferSchema().to_requests(body, id=g.request_id, identity=current_identity())
     responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify(
         {
@@ -208,7 +179,7 @@ def batch_infer() -> Response:
     streamable=True,
     summary="Generate (seed alias)",
     body=GenerateSchema,
-    response=json_object("text", "usage", "latency"),
+    response=GenerateResponseSchema,
     streams=True,
 )
 def generate() -> Response:
@@ -234,10 +205,9 @@ def generate_stream() -> Response:
 
 def _generate(stream: bool | None) -> Response:
     started = time.perf_counter()
-    identity = current_identity()
     body = json_body()
     streaming = body["stream"] if stream is None else stream
-    request = _request(identity, "prompt", body["prompt"], body["max_tokens"], body, g.request_id, stream=streaming)
+    request = GenerateSchema().to_request(body, id=g.request_id, identity=current_identity(), stream=streaming)
     generation = get_kernel().generate(request)
     if streaming:
         return sse_response(_generate_events(generation), on_close=generation.close)
@@ -264,15 +234,11 @@ def _generate_events(stream: InferenceStream) -> Iterator[dict[str, object]]:
     cost=lambda body: count_of(body.get("requests")),
     summary="Generate for several prompts (seed alias)",
     body=BatchGenerateSchema,
-    response=json_object("results"),
+    response=BatchGenerateResponseSchema,
 )
 def batch_generate() -> Response:
     """Generate text for every item of ``requests`` concurrently: ``{results: [{text, usage}]}``."""
-    identity = current_identity()
     body = json_body()
-    requests = [
-        _request(identity, "prompt", item["prompt"], item["max_tokens"], body, f"{g.request_id}.{n}")
-        for n, item in enumerate(body["requests"])
-    ]
+    requests = BatchGenerateSchema().to_requests(body, id=g.request_id, identity=current_identity())
     responses = [done.response for done in complete_many(get_kernel(), requests)]
     return jsonify({"results": [{"text": r.text, "usage": _usage(r)} for r in responses]})

@@ -108,7 +108,7 @@ class LocalOnly:
         if error is None:
             return self.app(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/v1/"):
-            from .openai import openai_error_body
+            from .errors import openai_error_body
 
             body: dict[str, Any] = openai_error_body(error)
         else:

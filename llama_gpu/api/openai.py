@@ -18,9 +18,9 @@ from flask import Blueprint, Response, g, jsonify
 from ..kernel.backend import LoadOptions
 from ..kernel.errors import InvalidInput, LlamaGPUError
 from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
-from .context import count_of, get_kernel, json_body, number_of
+from .context import count_of, current_identity, get_kernel, json_body, number_of
+from .errors import openai_error_body
 from .openai_schemas import (
-    CHAT_DEFAULT_MAX_TOKENS,
     COMPLETION_DEFAULT_MAX_TOKENS,
     MAX_LOGPROB_ENTRIES,
     MAX_REQUEST_SEQUENCES,
@@ -29,6 +29,7 @@ from .openai_schemas import (
     CompletionSchema,
     EmbeddingSchema,
     ModelLoadV1Schema,
+    openai_request,
 )
 from .routing import json_object, route
 from .streaming import complete_many, sse_response
@@ -39,37 +40,6 @@ OWNER = "llama-gpu"
 
 
 # ----------------------------------------------------------------------------- helpers
-def _request(
-    body: dict[str, Any],
-    *,
-    prompt: str = "",
-    messages: list[dict[str, Any]] | None = None,
-    max_tokens: int,
-    logprobs: int | None,
-    index: int = 0,
-) -> InferenceRequest:
-    seed = body.get("seed")
-    fmt = (body.get("response_format") or {}).get("type")
-    return InferenceRequest(
-        prompt=prompt,
-        messages=messages,
-        model=body["model"],
-        max_tokens=max_tokens,
-        temperature=body["temperature"],
-        top_p=body["top_p"],
-        stop=body["stop"],
-        presence_penalty=body["presence_penalty"],
-        frequency_penalty=body["frequency_penalty"],
-        seed=None if seed is None else seed + index,
-        logprobs=logprobs,
-        response_format=fmt if fmt == "json_object" else None,
-        id=f"{g.request_id}-{index}" if index else g.request_id,
-        identity=g.get("identity"),
-        endpoint="openai",
-        metadata={"input_field": "messages" if messages is not None else "prompt"},
-    )
-
-
 def _check_sizes(sequences: int, max_tokens: int, logprobs: int | None) -> None:
     """INVALID_INPUT (with the limit) when a request asks for too many sequences or log-probabilities."""
     if sequences > MAX_REQUEST_SEQUENCES:
@@ -136,29 +106,6 @@ def _sse(events: Iterator[dict[str, Any]], on_close: Callable[[], None]) -> Resp
     )
 
 
-def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
-    """``{"error": {"type", "code", "message", "details"}}`` as the OpenAI API shapes errors."""
-    kind = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "invalid_request_error",
-        409: "invalid_request_error",
-        413: "invalid_request_error",
-        415: "invalid_request_error",
-        429: "rate_limit_error",
-    }.get(error.status, "server_error")
-    return {
-        "error": {
-            "type": kind,
-            "code": error.code.lower(),
-            "message": error.message,
-            "details": error.details,
-            "param": error.details.get("field"),
-        }
-    }
-
-
 # ----------------------------------------------------------------------------- chat
 @route(
     bp,
@@ -177,13 +124,9 @@ def openai_error_body(error: LlamaGPUError) -> dict[str, Any]:
 def chat_completions() -> Response:
     """Chat completion, streamed or not, with ``n`` choices."""
     body = json_body()
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS
-    logprobs = (body.get("top_logprobs") or 0) if body["logprobs"] else None
-    _check_sizes(body["n"], max_tokens, logprobs)
-    messages = [{"role": m["role"], "content": m["content"]} for m in body["messages"]]
-    requests = [
-        _request(body, messages=messages, max_tokens=max_tokens, logprobs=logprobs, index=i) for i in range(body["n"])
-    ]
+    logprobs = ChatCompletionSchema.logprobs_of(body)
+    _check_sizes(body["n"], ChatCompletionSchema.max_tokens_of(body), logprobs)
+    requests = ChatCompletionSchema().to_requests(body, id=g.request_id, identity=current_identity())
     created, cid = int(time.time()), f"chatcmpl-{g.request_id}"
     if body["stream"]:
         return _stream_chat(requests, body, cid, created)
@@ -292,8 +235,17 @@ def completions() -> Response:
     logprobs = body.get("logprobs")
     sample_logprobs = logprobs if logprobs is not None else (0 if best_of > n else None)
     _check_sizes(len(prompts) * best_of, max_tokens, sample_logprobs)
+    identity = current_identity()
     requests = [
-        _request(body, prompt=prompt, max_tokens=max_tokens, logprobs=sample_logprobs, index=p * best_of + i)
+        openai_request(
+            body,
+            id=g.request_id,
+            identity=identity,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            logprobs=sample_logprobs,
+            index=p * best_of + i,
+        )
         for p, prompt in enumerate(prompts)
         for i in range(best_of)
     ]
@@ -518,17 +470,7 @@ def batch() -> Response:
     ids = [item["id"] for item in body["requests"]]
     if len(set(ids)) != len(ids):
         raise InvalidInput("request ids must be unique within a batch", details={"field": "requests"})
-    defaults = {"top_p": 1.0, "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
-    requests = [
-        _request(
-            {**defaults, **body},
-            messages=[{"role": m["role"], "content": m["content"]} for m in item["messages"]],
-            max_tokens=body["max_tokens"],
-            logprobs=None,
-            index=i,
-        )
-        for i, item in enumerate(body["requests"])
-    ]
+    requests = BatchSchema().to_requests(body, id=g.request_id, identity=current_identity())
     created = int(time.time())
     results = [(done.response, done.chunks) for done in complete_many(get_kernel(), requests, together=True)]
     responses = [

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
+from ..kernel.types import Identity, InferenceRequest
 from .schemas import StrictBoolean, StrictFloat
 
 #: ``max_tokens`` of a chat (the API's and the dashboard's) and of a text completion when none is given.
@@ -65,6 +66,44 @@ class ResponseFormatSchema(_Lenient):
     type = fields.String(required=True, validate=validate.OneOf(["text", "json_object"]))
 
 
+def openai_request(
+    body: dict[str, Any],
+    *,
+    id: str,
+    identity: Identity | None,
+    prompt: str = "",
+    messages: list[dict[str, Any]] | None = None,
+    max_tokens: int,
+    logprobs: int | None,
+    index: int = 0,
+) -> InferenceRequest:
+    """The kernel request of one choice (``index``) of an OpenAI body (``seed`` + ``index``, id ``<id>-<index>``)."""
+    seed = body.get("seed")
+    fmt = (body.get("response_format") or {}).get("type")
+    return InferenceRequest(
+        prompt=prompt,
+        messages=messages,
+        model=body["model"],
+        max_tokens=max_tokens,
+        temperature=body["temperature"],
+        top_p=body["top_p"],
+        stop=body["stop"],
+        presence_penalty=body["presence_penalty"],
+        frequency_penalty=body["frequency_penalty"],
+        seed=None if seed is None else seed + index,
+        logprobs=logprobs,
+        response_format=fmt if fmt == "json_object" else None,
+        id=f"{id}-{index}" if index else id,
+        identity=identity,
+        endpoint="openai",
+        metadata={"input_field": "messages" if messages is not None else "prompt"},
+    )
+
+
+def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": m["role"], "content": m["content"]} for m in items]
+
+
 class _Sampling(_Lenient):
     model = fields.String(required=True, validate=validate.Length(1, 200))
     max_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 1_000_000))
@@ -88,6 +127,27 @@ class ChatCompletionSchema(_Sampling):
     logprobs = StrictBoolean(load_default=False)
     top_logprobs = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, 20))
     response_format = fields.Nested(ResponseFormatSchema, allow_none=True)
+
+    @staticmethod
+    def max_tokens_of(body: dict[str, Any]) -> int:
+        """``max_completion_tokens``, else ``max_tokens``, else the chat default."""
+        return int(body.get("max_completion_tokens") or body.get("max_tokens") or CHAT_DEFAULT_MAX_TOKENS)
+
+    @staticmethod
+    def logprobs_of(body: dict[str, Any]) -> int | None:
+        """How many alternatives each token's log-probability comes with; ``None`` when not asked."""
+        return (body.get("top_logprobs") or 0) if body["logprobs"] else None
+
+    def to_requests(self, body: dict[str, Any], *, id: str, identity: Identity | None) -> list[InferenceRequest]:
+        """One kernel request per choice (``n``)."""
+        messages = _messages(body["messages"])
+        max_tokens, logprobs = self.max_tokens_of(body), self.logprobs_of(body)
+        return [
+            openai_request(
+                body, id=id, identity=identity, messages=messages, max_tokens=max_tokens, logprobs=logprobs, index=i
+            )
+            for i in range(body["n"])
+        ]
 
 
 class CompletionSchema(_Sampling):
@@ -143,6 +203,25 @@ class BatchSchema(_Lenient):
     requests = fields.List(fields.Nested(BatchItemSchema), required=True, validate=validate.Length(1, 64))
     max_tokens = fields.Integer(strict=True, load_default=256, validate=validate.Range(1, 1_000_000))
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
+
+    #: What a batch item leaves at the OpenAI defaults.
+    DEFAULTS: dict[str, Any] = {"top_p": 1.0, "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+    def to_requests(self, body: dict[str, Any], *, id: str, identity: Identity | None) -> list[InferenceRequest]:
+        """One kernel request per item, in order."""
+        merged = {**self.DEFAULTS, **body}
+        return [
+            openai_request(
+                merged,
+                id=id,
+                identity=identity,
+                messages=_messages(item["messages"]),
+                max_tokens=body["max_tokens"],
+                logprobs=None,
+                index=i,
+            )
+            for i, item in enumerate(body["requests"])
+        ]
 
 
 class ModelLoadV1Schema(_Lenient):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from .context import get_kernel, json_body
+from .responses import PluginsResponseSchema
 from .routing import json_object, route
 from .schemas import PluginConfigureSchema, PluginLoadSchema
 
@@ -18,7 +19,7 @@ bp = Blueprint("plugins", __name__, url_prefix="/api/v1/plugins")
     resource="plugins",
     rate_limit="plugins",
     summary="List plugins",
-    response=json_object("success", "plugins", "total_plugins", "loaded_plugins"),
+    response=PluginsResponseSchema,
 )
 def list_plugins() -> Response:
     """Every installed plugin with its status."""

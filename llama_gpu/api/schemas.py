@@ -1,4 +1,9 @@
-"""marshmallow schemas of request bodies: every field typed and ranged."""
+"""marshmallow schemas of request bodies: every field typed and ranged; inference bodies build the kernel request.
+
+``InferSchema().to_request(body, id=…, identity=…)`` (``to_requests`` for a batch) turns a
+loaded body into the :class:`~llama_gpu.kernel.types.InferenceRequest` the kernel serves, so
+blueprints only parse, call the kernel and serialise.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections import Counter
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from ..kernel.types import Identity, InferenceRequest
 
 
 class StrictBoolean(fields.Boolean):
@@ -50,8 +57,42 @@ class PluginConfigureSchema(Schema):
     config = fields.Nested(PluginConfigSchema, required=True)
 
 
+def native_request(
+    body: dict[str, Any], field: str, prompt: str, max_tokens: int, *, id: str, identity: Identity | None, **extra: Any
+) -> InferenceRequest:
+    """The kernel request of a native body; ``field`` names the prompt's field (in errors)."""
+    return InferenceRequest(
+        prompt=prompt,
+        model=body["model"],
+        max_tokens=max_tokens,
+        temperature=body["temperature"],
+        id=id,
+        identity=identity,
+        endpoint="native",
+        metadata={"input_field": field},
+        **extra,
+    )
+
+
 class InferSchema(Schema):
     """Body of ``POST /api/v1/infer``."""
+
+    def to_request(self, body: dict[str, Any], *, id: str, identity: Identity | None) -> InferenceRequest:
+        """The kernel request of a loaded body."""
+        return native_request(
+            body,
+            "text",
+            body["text"],
+            body["max_tokens"],
+            id=id,
+            identity=identity,
+            top_p=body["top_p"],
+            stream=self.streams(body),
+        )
+
+    def streams(self, body: dict[str, Any]) -> bool:
+        """Whether the answer is a stream of events."""
+        return bool(body["stream"])
 
     text = fields.String(required=True)
     model = fields.String(load_default="default", validate=validate.Length(1, 200))
@@ -93,6 +134,10 @@ class StreamInferSchema(InferSchema):
     top_p = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 1.0, min_inclusive=False))
     stream = StrictBoolean(load_default=True)
 
+    def streams(self, body: dict[str, Any]) -> bool:
+        """Always."""
+        return True
+
 
 class BatchInferItemSchema(Schema):
     """One item of ``inputs`` in ``POST /api/v1/batch_infer``."""
@@ -108,6 +153,13 @@ class BatchInferSchema(Schema):
     inputs = fields.List(fields.Nested(BatchInferItemSchema), required=True, validate=_check_batch_size)
     model = fields.String(load_default="default", validate=validate.Length(1, 200))
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.1, 2.0))
+
+    def to_requests(self, body: dict[str, Any], *, id: str, identity: Identity | None) -> list[InferenceRequest]:
+        """One kernel request per item (ids ``<id>.<n>``), in input order."""
+        return [
+            native_request(body, "text", item["text"], item["max_tokens"], id=f"{id}.{n}", identity=identity)
+            for n, item in enumerate(body["inputs"])
+        ]
 
     @validates("inputs")
     def _unique_ids(self, value: list[dict[str, object]], **_: object) -> None:
@@ -127,6 +179,12 @@ class GenerateSchema(Schema):
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
     stream = StrictBoolean(load_default=False)
 
+    def to_request(self, body: dict[str, Any], *, id: str, identity: Identity | None, stream: bool) -> InferenceRequest:
+        """The kernel request of a loaded body (``stream``: whether the answer is a stream)."""
+        return native_request(
+            body, "prompt", body["prompt"], body["max_tokens"], id=id, identity=identity, stream=stream
+        )
+
 
 class BatchGenerateItemSchema(Schema):
     """One item of ``requests`` in ``POST /api/v1/batch/generate``."""
@@ -141,6 +199,13 @@ class BatchGenerateSchema(Schema):
     requests = fields.List(fields.Nested(BatchGenerateItemSchema), required=True, validate=_check_batch_size)
     model = fields.String(load_default="default", validate=validate.Length(1, 200))
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(0.0, 2.0))
+
+    def to_requests(self, body: dict[str, Any], *, id: str, identity: Identity | None) -> list[InferenceRequest]:
+        """One kernel request per item (ids ``<id>.<n>``), in order."""
+        return [
+            native_request(body, "prompt", item["prompt"], item["max_tokens"], id=f"{id}.{n}", identity=identity)
+            for n, item in enumerate(body["requests"])
+        ]
 
 
 class LoginSchema(Schema):

@@ -24,21 +24,17 @@ from ...kernel.errors import (
     InvalidInput,
     PermissionDenied,
     RateLimitExceeded,
-    ServiceUnavailable,
 )
 from ...kernel.types import Identity
 from . import ACCOUNTS
-from .accounts import parse_duration, roles_of, top_role
+from .accounts import Accounts, parse_duration, roles_of, top_role
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 openai_bp = Blueprint("auth_v1", __name__, url_prefix="/v1/auth")
 
 
-def _accounts() -> Any:
-    accounts = get_kernel().services.get(ACCOUNTS)
-    if accounts is None:
-        raise ServiceUnavailable("accounts are not available (the api_keys plugin is not loaded)")
-    return accounts
+def _accounts() -> Accounts:
+    return get_kernel().service(ACCOUNTS)
 
 
 @route(
