@@ -56,7 +56,7 @@ from .manager import (
     find_info,
     validate_plugin_id,
 )
-from .plugin_settings import resolve_settings
+from .plugin_settings import resolve_settings, sources_of
 from .types import Event
 
 if TYPE_CHECKING:
@@ -308,6 +308,17 @@ class PluginHost:
     def settings_of(self, record: PluginRecord, configured: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The plugin's effective settings (schema defaults, environment, configured), validated."""
         return resolve_settings(record, self.kernel.settings, configured=configured)
+
+    def describe_settings(self, record: PluginRecord) -> dict[str, dict[str, Any]]:
+        """Each effective setting of ``record``: ``{key: {"value", "source", "env", "alias"}}``."""
+        if record.info is None:  # not loaded: its declaration is on the object
+            record.info = find_info(self.plugins.instantiate(record))
+        values = self.settings_of(record)
+        described = sources_of(record, self.kernel.settings)
+        for key, value in values.items():
+            described.setdefault(key, {"value": value, "source": "default", "env": None, "alias": None})
+            described[key]["value"] = value
+        return described
 
     def configure(self, record: PluginRecord, configured: Mapping[str, Any] | None = None) -> None:
         """Validate a plugin's settings and hand them over (per-plugin dispatch); a refusal is INVALID_INPUT."""

@@ -63,10 +63,10 @@ def sources_of(
     raw = resolve_settings(record, settings, env, validate=False)
     found: dict[str, dict[str, Any]] = {}
     for key, alias in _keys(schema) if schema is not None else [(k, None) for k in raw]:
-        variable = env_name(record.id, key)
+        variable = env_name(record.id, key) if schema is not None else None
         if key in record.config.settings:
             source = "configured"
-        elif variable in env:
+        elif variable is not None and variable in env:
             source = variable
         elif alias and f"{ENV_PREFIX}{alias.upper()}" in env:
             source = f"{ENV_PREFIX}{alias.upper()}"
