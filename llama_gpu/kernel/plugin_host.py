@@ -576,3 +576,15 @@ def merge_config(record: PluginRecord, config: Mapping[str, Any]) -> PluginConfi
     if not isinstance(settings, Mapping):
         raise InvalidInput("config.settings must be an object", details={"field": "config.settings"})
     return PluginConfig(enabled=enabled, priority=priority, settings=dict(settings))
+
+
+def hook_table() -> str:
+    """The hook table of ``docs/hooks.md`` (Markdown), made from :data:`HOOKS` and the specs' docstrings."""
+    from . import hookspecs
+
+    rows = ["| hook | dispatch | wrappers | fails closed | what |", "| --- | --- | --- | --- | --- |"]
+    for name, rule in HOOKS.items():
+        summary = (getattr(hookspecs, name).__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        wrappers = "yes" if rule.wrappable else "refused"
+        rows.append(f"| `{name}` | {rule.kind.value} | {wrappers} | {'yes' if rule.fail_closed else ''} | {summary} |")
+    return "\n".join(rows) + "\n"
