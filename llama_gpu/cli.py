@@ -264,6 +264,29 @@ def plugins_list(as_json: bool) -> None:
         click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
+@plugins.command("config")
+@click.argument("plugin_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_config(plugin_id: str, as_json: bool) -> None:
+    """Show a plugin's effective settings and where each comes from (default, variable, configured)."""
+    described = _kernel().plugin_settings(plugin_id)
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    table = [("KEY", "VALUE", "SOURCE", "VARIABLE")] + [
+        (
+            key,
+            json.dumps(row["value"], default=str),
+            row["source"],
+            " or ".join(filter(None, (row["env"], row["alias"]))),
+        )
+        for key, row in described.items()
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+
+
 @main.command()
 @click.option(
     "--queue",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -12,7 +13,7 @@ from llama_gpu import Credentials, Identity, InferenceRequest, InferenceResponse
 from llama_gpu.errors import AuthenticationFailed, PluginFailed, PluginLoadFailed
 from llama_gpu.kernel import hookspecs
 from llama_gpu.kernel.manager import STATUS_LOADED
-from llama_gpu.kernel.plugin_host import COLLECTORS, FAIL_CLOSED_HOOKS, HOOKS, Dispatch, hooks_of_kind
+from llama_gpu.kernel.plugin_host import COLLECTORS, FAIL_CLOSED_HOOKS, HOOKS, Dispatch, hook_table, hooks_of_kind
 
 from .conftest import Recorder
 
@@ -167,3 +168,12 @@ def test_a_wrapper_where_none_can_run_is_refused_at_registration(
     assert "'wrapping'" in message and repr(hook) in message and kind in message
     assert refused.value.details == {"plugin_id": "wrapping", "hook": hook}
     assert "wrapping" not in kernel.plugins.records and not kernel.plugins.pm.has_plugin("wrapping")
+
+
+def test_the_docs_hook_table_is_the_hosts_table() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "hooks.md").read_text()
+    start = text.index("<!-- hook table: generated from llama_gpu.kernel.plugin_host.HOOKS -->\n")
+    table = text[text.index("\n", start) + 1 : text.index("<!-- end of hook table -->")]
+    assert table == hook_table()
+    for name in HOOKS:
+        assert f"| `{name}` | {HOOKS[name].kind.value} |" in table

@@ -64,8 +64,10 @@ def configure(kernel: Kernel, settings: Mapping[str, Any]) -> None:
 
     Aggregation: per-plugin. The kernel calls each implementation with the settings of
     the plugin that owns it (its ``PLUGIN_INFO.default_settings`` merged with what was
-    configured). Raise :class:`~llama_gpu.errors.InvalidInput` (or ``ValueError``) to
-    refuse the settings: the change is rejected and the previous settings stay.
+    configured; with a ``PLUGIN_INFO.settings_schema``, also ``LLAMA_GPU_<PLUGIN>_<KEY>``
+    variables, validated by the schema before this is called). Raise
+    :class:`~llama_gpu.errors.InvalidInput` (or ``ValueError``) to refuse the settings: the
+    change is rejected and the previous settings stay.
 
     :param kernel: The kernel the plugin is registered in.
     :param settings: The plugin's settings, a read-only mapping.

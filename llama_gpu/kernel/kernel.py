@@ -180,6 +180,10 @@ class Kernel:
         """Change a plugin's enabled flag, priority or settings; refused settings change nothing."""
         return self.host.configure_plugin(plugin_id, config)
 
+    def plugin_settings(self, plugin_id: str) -> dict[str, dict[str, Any]]:
+        """A plugin's effective settings and where each comes from (``llama-gpu plugins config ID``)."""
+        return self.host.describe_settings(self.plugins.get(plugin_id))
+
     def describe_plugins(self) -> list[dict[str, Any]]:
         """Every known plugin as the API shows it (rediscovers installed ones)."""
         return self.host.describe()

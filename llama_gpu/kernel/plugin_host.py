@@ -56,12 +56,14 @@ from .manager import (
     find_info,
     validate_plugin_id,
 )
+from .plugin_settings import resolve_settings, sources_of
 from .types import Event
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-log = logging.getLogger(__name__)
+#: Plugin lifecycle records keep the kernel's logger: the monitoring log view files them under ``kernel.kernel``.
+log = logging.getLogger("llama_gpu.kernel.kernel")
 
 
 class Dispatch(enum.StrEnum):
@@ -225,10 +227,12 @@ class PluginHost:
                 continue
             try:
                 self.activate(record)
-            except PluginLoadFailed as exc:
+            except (PluginLoadFailed, InvalidInput) as exc:
                 record.status, record.last_error = STATUS_ERROR, exc.message
+                fields = exc.details.get("fields")
                 raise ConfigurationError(
-                    f"plugin {record.id!r} failed to load at start-up: {exc.message}. "
+                    f"plugin {record.id!r} failed to load at start-up: {exc.message}"
+                    f"{f' {fields}' if fields else ''}. "
                     f"Fix it or list it in LLAMA_GPU_DISABLE_PLUGINS.",
                     details={"plugin_id": record.id},
                 ) from exc
@@ -263,7 +267,7 @@ class PluginHost:
         self.plugins.register(record, obj)
         try:
             self._check_wrappers(record)
-            self.configure(record, record.effective_settings())  # first: collectors may need the settings
+            self.configure(record)  # first: collectors may need the settings
             for hook in COLLECTORS:
                 for impl in self.plugins.impls_of(hook, record):
                     self.plugins.call_impl(impl, {"register": self._registrar(hook, record)})
@@ -301,8 +305,24 @@ class PluginHost:
         self.plugins.unregister(record)
         record.status = STATUS_AVAILABLE
 
-    def configure(self, record: PluginRecord, settings: Mapping[str, Any]) -> None:
-        """Hand a plugin its settings (per-plugin dispatch); a refusal is INVALID_INPUT."""
+    def settings_of(self, record: PluginRecord, configured: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The plugin's effective settings (schema defaults, environment, configured), validated."""
+        return resolve_settings(record, self.kernel.settings, configured=configured)
+
+    def describe_settings(self, record: PluginRecord) -> dict[str, dict[str, Any]]:
+        """Each effective setting of ``record``: ``{key: {"value", "source", "env", "alias"}}``."""
+        if record.info is None:  # not loaded: its declaration is on the object
+            record.info = find_info(self.plugins.instantiate(record))
+        values = self.settings_of(record)
+        described = sources_of(record, self.kernel.settings)
+        for key, value in values.items():
+            described.setdefault(key, {"value": value, "source": "default", "env": None, "alias": None})
+            described[key]["value"] = value
+        return described
+
+    def configure(self, record: PluginRecord, configured: Mapping[str, Any] | None = None) -> None:
+        """Validate a plugin's settings and hand them over (per-plugin dispatch); a refusal is INVALID_INPUT."""
+        settings = self.settings_of(record, configured)
         for impl in self.plugins.impls_of("configure", record):
             try:
                 self.plugins.call_impl(impl, {"kernel": self.kernel, "settings": MappingProxyType(dict(settings))})
@@ -380,7 +400,7 @@ class PluginHost:
                 raise PluginEssential(f"plugin {plugin_id!r} is essential and cannot be disabled")
             if record.loaded:
                 if new.enabled:
-                    self.configure(record, {**(record.info.default_settings if record.info else {}), **new.settings})
+                    self.configure(record, new.settings)
                     record.config = new
                 else:
                     record.config = new
@@ -556,3 +576,15 @@ def merge_config(record: PluginRecord, config: Mapping[str, Any]) -> PluginConfi
     if not isinstance(settings, Mapping):
         raise InvalidInput("config.settings must be an object", details={"field": "config.settings"})
     return PluginConfig(enabled=enabled, priority=priority, settings=dict(settings))
+
+
+def hook_table() -> str:
+    """The hook table of ``docs/hooks.md`` (Markdown), made from :data:`HOOKS` and the specs' docstrings."""
+    from . import hookspecs
+
+    rows = ["| hook | dispatch | wrappers | fails closed | what |", "| --- | --- | --- | --- | --- |"]
+    for name, rule in HOOKS.items():
+        summary = (getattr(hookspecs, name).__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        wrappers = "yes" if rule.wrappable else "refused"
+        rows.append(f"| `{name}` | {rule.kind.value} | {wrappers} | {'yes' if rule.fail_closed else ''} | {summary} |")
+    return "\n".join(rows) + "\n"

@@ -181,3 +181,7 @@ class PluginInfo:
     #: never disabled after repeated ones. Plugins with an access hook (``authenticate``,
     #: ``check_permission``, ``rate_limit``) are treated so whatever they declare.
     fail_closed: bool = False
+    #: The plugin's settings as a marshmallow ``Schema`` class: filled from ``default_settings``, the
+    #: ``LLAMA_GPU_<PLUGIN>_<KEY>`` variables (and a field's ``metadata={"alias": <Settings field>}``),
+    #: then the API, and validated once (see :mod:`llama_gpu.kernel.plugin_settings`).
+    settings_schema: Any = None

@@ -47,6 +47,7 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from marshmallow import Schema, fields, validate
 
 from ...kernel.config import ENV_PREFIX
 from ...kernel.errors import ConfigurationError
@@ -131,6 +132,19 @@ def _close(storage: Storage | None) -> None:
             log.debug("closing the rate-limit storage failed", exc_info=True)
 
 
+class RateLimitSettings(Schema):
+    """The ``rate_limits`` plugin's settings (``LLAMA_GPU_RATE_LIMITS_<KEY>``)."""
+
+    enabled = fields.Boolean(load_default=True, metadata={"alias": "rate_limits", "description": "Enforce limits."})
+    overrides = fields.String(
+        load_default="",
+        metadata={"alias": "rate_limit_overrides", "description": "Per-group limits, e.g. infer=2000/200,batch=50/5"},
+    )
+    key_prefix = fields.String(load_default="llama_gpu", validate=validate.Regexp(_KEY_PREFIX))
+    fallback_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, min_inclusive=False))
+    redis_timeout = fields.Float(load_default=0.5, validate=validate.Range(min=0, min_inclusive=False))
+
+
 class RateLimiter:
     """Moving-window limits per endpoint group, per identity or client address (``memory://`` or Redis)."""
 
@@ -139,11 +153,13 @@ class RateLimiter:
         category="ratelimit",
         description="Hourly limits per endpoint group and caller (moving window), shared through Redis when set.",
         default_settings={"key_prefix": "llama_gpu", "fallback_seconds": 30.0, "redis_timeout": 0.5},
+        settings_schema=RateLimitSettings,
     )
 
     def __init__(self) -> None:
         self.limits: dict[str, tuple[int, int]] = dict(DEFAULT_LIMITS)
         self.shared = False
+        self.enabled = False
         self._primary: MovingWindowRateLimiter | None = None
         self._where: tuple[str, str, float] | None = None
         self._fallback: MovingWindowRateLimiter | None = None
@@ -155,8 +171,9 @@ class RateLimiter:
     # ---------------------------------------------------------------- configuration
     @hookimpl
     def configure(self, kernel: Kernel, settings: Mapping[str, Any]) -> None:
-        """Parse the overrides (ConfigurationError) and open the storage; bad plugin settings raise ValueError."""
-        limits = {**DEFAULT_LIMITS, **parse_overrides(kernel.settings.rate_limit_overrides)}
+        """Parse the overrides (ConfigurationError) and open the storage (the settings are validated already)."""
+        limits = {**DEFAULT_LIMITS, **parse_overrides(settings["overrides"])}
+        enabled = bool(settings["enabled"])
         key_prefix = settings.get("key_prefix", "llama_gpu")
         if not isinstance(key_prefix, str) or not _KEY_PREFIX.match(key_prefix):
             raise ValueError(f"key_prefix must match {_KEY_PREFIX.pattern}, got {key_prefix!r}")
@@ -164,11 +181,11 @@ class RateLimiter:
         timeout = _positive(settings, "redis_timeout", 0.5)
         where = (kernel.settings.redis_url, key_prefix, timeout)
         primary = self._primary if where == self._where else None  # same storage: keep the counters
-        if primary is None and kernel.settings.rate_limits:
+        if primary is None and enabled:
             primary = MovingWindowRateLimiter(make_storage(*where))
         with self._lock:
             old, self._primary, self._where = self._primary, primary, where
-            self.limits, self.shared = limits, bool(kernel.settings.redis_url)
+            self.limits, self.shared, self.enabled = limits, bool(kernel.settings.redis_url), enabled
             self._fallback_seconds, self._fallback_until = fallback_seconds, 0.0
         if old is not primary:
             _close(old.storage if old else None)
@@ -196,7 +213,7 @@ class RateLimiter:
     ) -> RateLimitStatus | None:
         """Count the call as ``cost`` units (its sequences); its status (``allowed=False`` over the limit)."""
         primary = self._primary
-        if not kernel.settings.rate_limits or primary is None:
+        if not self.enabled or primary is None:
             return None
         group = group if group in self.limits else FALLBACK_GROUP
         if identity is not None and identity.kind == "anonymous":

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from marshmallow import Schema, fields, validate
+
 from ... import __version__
 from ...db import DATABASE
 from ...kernel.errors import LlamaGPUError
@@ -108,6 +110,24 @@ class RequestWindow:
         }
 
 
+def _positive(alias: str, default: float, description: str) -> fields.Float:
+    return fields.Float(
+        load_default=default,
+        validate=validate.Range(min=0, min_inclusive=False),
+        metadata={"alias": alias, "description": description},
+    )
+
+
+class MonitoringSettings(Schema):
+    """The ``monitoring`` plugin's settings (``LLAMA_GPU_MONITORING_<KEY>``; the rules are checked by ``configure``)."""
+
+    alert_rules = fields.Raw(load_default=lambda: [dict(rule) for rule in DEFAULT_RULES])
+    log_capacity = fields.Integer(load_default=5000, validate=validate.Range(min=100, max=1_000_000))
+    interval = _positive("metrics_interval", 5.0, "Seconds between live samples")
+    store_interval = _positive("metrics_store_interval", 60.0, "Seconds between stored samples")
+    retention_days = _positive("metrics_retention_days", 8.0, "Days stored samples are kept")
+
+
 class Monitoring:
     """Samples the server, publishes and stores the samples, evaluates alerts, keeps the logs."""
 
@@ -116,6 +136,7 @@ class Monitoring:
         category="monitoring",
         description="System and GPU metrics, stored series, status, structured logs and threshold alerts.",
         default_settings={"alert_rules": [dict(rule) for rule in DEFAULT_RULES], "log_capacity": 5000},
+        settings_schema=MonitoringSettings,
     )
 
     def __init__(self) -> None:
@@ -133,6 +154,7 @@ class Monitoring:
         self._thread: threading.Thread | None = None
         self._last_store = time.monotonic()
         self._last_prune = 0.0
+        self.interval, self.store_interval, self.retention_days = 5.0, 60.0, 8.0
 
     # ------------------------------------------------------------------ hooks
     @hookimpl
@@ -153,6 +175,9 @@ class Monitoring:
         """Apply ``alert_rules`` (a list of rules; a bad one refuses the settings) and ``log_capacity``."""
         rules = parse_rules(settings.get("alert_rules", list(DEFAULT_RULES)))
         capacity = settings.get("log_capacity", 5000)
+        self.interval = float(settings.get("interval", 5.0))
+        self.store_interval = float(settings.get("store_interval", 60.0))
+        self.retention_days = float(settings.get("retention_days", 8.0))
         if not isinstance(capacity, int) or isinstance(capacity, bool) or not 100 <= capacity <= 1_000_000:
             raise ValueError("log_capacity must be an integer in [100, 1000000]")
         self.logs.resize(capacity)
@@ -197,7 +222,7 @@ class Monitoring:
     # ------------------------------------------------------------------ sampling
     def _run(self) -> None:
         assert self.kernel is not None
-        interval = self.kernel.settings.metrics_interval
+        interval = self.interval
         while not self._stop.wait(interval):
             try:
                 self.tick()
@@ -213,9 +238,7 @@ class Monitoring:
         for change in self.alerts.evaluate(sample["alert_values"]):
             log.warning("alert %s %s: %s", change["rule"], change["state"], change["message"])
             self._publish("alert", change)
-        assert self.kernel is not None
-        settings = self.kernel.settings
-        if time.monotonic() - self._last_store >= settings.metrics_store_interval:
+        if time.monotonic() - self._last_store >= self.store_interval:
             self.store(sample)
         return sample
 
@@ -287,7 +310,7 @@ class Monitoring:
         """The newest sample, taken now if none is fresher than the sampling interval."""
         assert self.kernel is not None
         latest = self._latest
-        if latest is None or time.time() - latest["at"] > self.kernel.settings.metrics_interval:
+        if latest is None or time.time() - latest["at"] > self.interval:
             latest = self.sample()
         return latest
 
@@ -316,7 +339,7 @@ class Monitoring:
             self.samples_stored += store.store(values, now)
             if time.monotonic() - self._last_prune > 3600:
                 self._last_prune = time.monotonic()
-                store.prune(now - dt.timedelta(days=settings.metrics_retention_days))
+                store.prune(now - dt.timedelta(days=self.retention_days))
                 if settings.request_log_retention_days > 0:
                     store.prune_requests(now - dt.timedelta(days=settings.request_log_retention_days))
         except Exception as exc:  # noqa: BLE001 - the database may be away for a while
