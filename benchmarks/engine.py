@@ -232,7 +232,8 @@ def overload_probe(base: str, model: str, probes: int = 20) -> dict[str, float]:
     latencies = []
     for _ in range(probes):
         start = time.perf_counter()
-        response = requests.post(f"{base}/v1/completions", json={**body, "stream": False}, timeout=60)
+        # one token: if the busy request has ended (end of text) this one is served, and quickly
+        response = requests.post(f"{base}/v1/completions", json={**body, "stream": False, "max_tokens": 1}, timeout=60)
         if response.status_code != 503:  # the busy request ended (end of text): its slot is free
             break
         latencies.append(time.perf_counter() - start)
