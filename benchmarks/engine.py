@@ -232,7 +232,8 @@ def overload_probe(base: str, model: str, probes: int = 20) -> dict[str, float]:
     latencies = []
     for _ in range(probes):
         start = time.perf_counter()
-        response = requests.post(f"{base}/v1/completions", json={**body, "stream": False}, timeout=60)
+        # one token: if the busy request has ended (end of text) this one is served, and quickly
+        response = requests.post(f"{base}/v1/completions", json={**body, "stream": False, "max_tokens": 1}, timeout=60)
         if response.status_code != 503:  # the busy request ended (end of text): its slot is free
             break
         latencies.append(time.perf_counter() - start)
@@ -243,11 +244,12 @@ def overload_probe(base: str, model: str, probes: int = 20) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- llama.cpp tools
 def batched_bench(
-    binary: Path, path: str, prompt_tokens: int, tokens: int, threads: int
+    binary: Path, path: str, prompt_tokens: int, tokens: int, threads: int, flash_attn: str = "auto"
 ) -> dict[int, dict[str, float]]:
     """``llama-batched-bench`` at B=1 and B=8: decode tokens/s and the time of one decode step, per batch size."""
     command = [str(binary), "-m", path, "-c", "8192", "-b", "512", "-ub", "512", "-npp", str(prompt_tokens)]
     command += ["-ntg", str(tokens), "-npl", "1,8", "-t", str(threads), "-tb", str(threads), "--output-format", "jsonl"]
+    command += ["-fa", flash_attn]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rows: dict[int, dict[str, float]] = {}
     for line in out.splitlines():
@@ -318,6 +320,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--flash-attn",
+        choices=("auto", "off"),
+        default="auto",
+        help="every part (off: for a build that crashes with it)",
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS + OPTIONAL_PARTS)}")
     parser.add_argument("--data-dir", default=tempfile.mkdtemp(prefix="llama-gpu-bench-"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"))
@@ -350,7 +358,9 @@ def main() -> None:
         )
         prompt_tokens = len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
         vocab.close()
-        bench = batched_bench(bin_dir / "llama-batched-bench", path, prompt_tokens, args.tokens, args.threads)
+        bench = batched_bench(
+            bin_dir / "llama-batched-bench", path, prompt_tokens, args.tokens, args.threads, args.flash_attn
+        )
         print("llama-batched-bench", bench, flush=True)
 
     servers: dict[str, str] = {}  # name -> base URL
@@ -368,6 +378,7 @@ def main() -> None:
             port = free_port()
             command = [str(bin_dir / "llama-server"), "-m", path, "-np", "8", "-c", "8192", "-t", str(args.threads)]
             command += ["-tb", str(args.threads), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+            command += ["-fa", args.flash_attn]
             process = stack.enter_context(server(command, f"http://127.0.0.1:{port}/health"))
             servers["llama-server"] = f"http://127.0.0.1:{port}"
             pids["llama-server"] = process.pid
@@ -398,7 +409,10 @@ def main() -> None:
                 f"{model.get('memory_usage')} for weights and KV cache, "
                 f"{(model.get('runtime') or {}).get('kv_cells')} KV cells)."
             )
-            config = {"config": {"settings": {"n_threads": args.threads}}}
+            settings: dict[str, Any] = {"n_threads": args.threads}
+            if args.flash_attn == "off":
+                settings["flash_attn"] = False
+            config = {"config": {"settings": settings}}
             requests.put(f"{base}/api/v1/plugins/llamacpp/config", json=config, timeout=30).raise_for_status()
             requests.delete(f"{base}/api/v1/models/{QWEN}/unload", timeout=60).raise_for_status()
             requests.post(f"{base}/api/v1/models/{QWEN}/load", json={}, timeout=300).raise_for_status()
@@ -445,7 +459,8 @@ def main() -> None:
 
     lines = [
         f"Qwen2.5-Coder-0.5B-Instruct Q4_K_M, {args.threads} threads, {args.tokens} output tokens, temperature 0, "
-        f"8 different prompts, streaming chat, median of {args.runs} interleaved rounds; "
+        f"8 different prompts, streaming chat, median of {args.runs} interleaved rounds, flash attention "
+        f"{args.flash_attn} everywhere; "
         f"`python benchmarks/engine.py --parts {','.join(sorted(parts))}` on {os.cpu_count()} cores.",
         "",
         "| run | output tokens/s | TTFT median (ms) | TTFT max (ms) | per-token latency (ms) | tokens/request |",

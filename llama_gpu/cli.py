@@ -92,14 +92,14 @@ def main() -> None:
 @click.option(
     "--production",
     is_flag=True,
-    help="Serve under gunicorn with docker/gunicorn.conf.py (one gthread worker) instead of Werkzeug.",
+    help="Serve under gunicorn with the packaged llama_gpu/gunicorn_conf.py (one gthread worker) instead of Werkzeug.",
 )
 @click.option(
     "--gunicorn-config",
     envvar="LLAMA_GPU_GUNICORN_CONFIG",
     type=click.Path(dir_okay=False),
     default=None,
-    help="gunicorn config for --production [docker/gunicorn.conf.py of the source tree].",
+    help="gunicorn config for --production [llama_gpu/gunicorn_conf.py, shipped in the package].",
 )
 def serve(
     host: str | None,
@@ -213,8 +213,8 @@ def bootstrap_admin_command(secret_file: Path | None) -> None:
         click.echo(f"bootstrap-admin: created the admin user {first[0]!r}; its password and key are in {secret_file}")
 
 
-#: The gunicorn config of the source tree (an installed wheel has none: pass --gunicorn-config).
-GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "docker" / "gunicorn.conf.py"
+#: The gunicorn config shipped in the package (``docker/gunicorn.conf.py`` imports it).
+GUNICORN_CONFIG = Path(__file__).resolve().parent / "gunicorn_conf.py"
 #: What gunicorn serves: the app factory's module, built in the worker (never in the master).
 WSGI_APP = "llama_gpu.api.wsgi:app"
 

@@ -5,7 +5,7 @@ What runs (all children of this test, all stopped by it):
 - nginx, Debian's binary (``scripts/ensure_nginx.sh`` installs it), with its own prefix in a
   temporary folder and a config made from ``docker/nginx.conf`` and ``docker/llama_gpu_proxy.conf``
   (the same directives; only the addresses, the log and temp paths differ);
-- two instances ``llama-gpu serve --production`` (gunicorn with ``docker/gunicorn.conf.py``)
+- two instances ``llama-gpu serve --production`` (gunicorn with the packaged ``llama_gpu/gunicorn_conf.py``)
   of the real app: auth required, one JWT secret, ``LLAMA_GPU_TRUSTED_PROXIES=1``, Redis
   database 13 of ``LLAMA_GPU_TEST_REDIS_URL`` (flushed before and after) and a fresh schema of
   ``LLAMA_GPU_TEST_DATABASE_URL`` (dropped afterwards); the echo model and the real
@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,39 @@ def test_gunicorn_config_is_one_threaded_worker(monkeypatch: pytest.MonkeyPatch)
     assert conf.threads >= 32 and conf.graceful_timeout == 135 and conf.keepalive > 60
     for hook in ("on_starting", "post_fork", "post_worker_init", "worker_exit", "child_exit"):
         assert callable(getattr(conf, hook))
+
+
+def test_the_gunicorn_config_ships_in_the_package(tmp_path: Path) -> None:
+    """``serve --production`` runs the packaged config, docker/ re-exports it, and a built wheel holds it."""
+    from llama_gpu import cli, gunicorn_conf
+
+    package = Path(gunicorn_conf.__file__).resolve().parent
+    assert Path(gunicorn_conf.__file__).resolve() == cli.GUNICORN_CONFIG and cli.GUNICORN_CONFIG.parent == package
+    argv = cli._gunicorn_argv(cli.Settings.from_env(), None)
+    assert argv[argv.index("--config") + 1] == str(cli.GUNICORN_CONFIG)
+    spec = importlib.util.spec_from_file_location("docker_gunicorn_conf", DOCKER / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
+    docker_conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docker_conf)
+    for name in ("worker_class", "threads", "logger_class", "post_fork", "post_worker_init", "worker_exit"):
+        assert getattr(docker_conf, name) is getattr(gunicorn_conf, name), name
+    # The wheel, built from a copy of the tree (the build writes build/ and *.egg-info where it runs).
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "build", "*.egg-info", "__pycache__", "tests"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = tmp_path.glob("llama_gpu-*.whl")
+    assert "llama_gpu/gunicorn_conf.py" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_serve_production_without_a_config_says_so(tmp_path: Path) -> None:

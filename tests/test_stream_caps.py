@@ -1,6 +1,6 @@
 """Streams cannot exhaust the server: 100 idle sockets from one key, under gunicorn, leave everyone else answered.
 
-One ``llama-gpu serve --production`` (gunicorn, ``docker/gunicorn.conf.py``: one gthread worker
+One ``llama-gpu serve --production`` (gunicorn, ``llama_gpu/gunicorn_conf.py``: one gthread worker
 with ``LLAMA_GPU_MAX_STREAMS + 16`` threads), auth required, the echo model. The caps are
 small here (8 per identity, 20 per address, 30 in all: 46 threads), so that without them
 100 idle connections would take every thread and ``/health`` would hang.

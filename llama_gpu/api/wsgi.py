@@ -1,6 +1,6 @@
 """The WSGI entry point for gunicorn (``llama_gpu.api.wsgi:app``) and the helpers its config calls.
 
-``docker/gunicorn.conf.py`` (what ``llama-gpu serve --production`` runs) imports this module
+``llama_gpu/gunicorn_conf.py`` (what ``llama-gpu serve --production`` runs) imports this module
 in each worker process, never in the master (no ``preload_app``): the kernel starts threads
 (model engines, the event bus, the request-log writer) that must live in the process that
 serves. Settings come from the ``LLAMA_GPU_*`` environment, as for ``llama-gpu serve``.

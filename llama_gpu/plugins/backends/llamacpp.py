@@ -6,31 +6,32 @@ decode step, prompt chunks included), ``n_gpu_layers`` (-1: every layer when the
 offload), ``flash_attn`` (``"auto"``, the default as in llama.cpp: on where the device supports it;
 true; false), ``prefix_cache`` (reuse a finished sequence's cells for a prompt
 that starts the same way), ``kv_size`` (cells of the engine's KV cache, shared by its sequences;
-default 8192, 0: ``parallel * n_ctx``).
+default 8192, 0: ``parallel * n_ctx``), ``use_mmap`` (map the file instead of reading it; default
+false: on CPUs with repacked weight layouts (AVX2, AMX) the mapped pages of repacked tensors
+stay resident beside their copies, about 70 MB more for the 0.5B model).
 
 The serving engine drives a :class:`~.llamacpp_batch.LlamaBatchRunner`: ``parallel``
 sequences (``LLAMA_GPU_PARALLEL``) of ``n_ctx`` tokens each, continuously batched in a
-context of their own. The ``Llama`` object keeps a context of its own for ``generate``
-(one request, used outside the engine) and is not thread-safe (two threads in one object
-abort the process), so every use of it goes through the model's lock.
+context of their own. The ``Llama`` object holds the weights and the vocabulary with a
+minimal context of its own (:data:`HOLDER_CONTEXT` cells; it is never decoded in); ``generate``
+(one request outside the engine) runs a one-sequence runner made on first use. Both go through
+the model's lock (two threads in one native context abort the process).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec
+from ...kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec, Sequence
 from ...kernel.errors import BackendUnavailable, InvalidInput, ModelLoadFailed
 from ...kernel.hookspecs import hookimpl
 from ...kernel.types import InferenceRequest, PluginInfo
 from .chat import DEFAULT_TEMPLATE, ChatTemplate
-from .text import StopBuffer
 
 DEFAULTS: dict[str, Any] = {
     "n_ctx": 4096,
@@ -40,9 +41,13 @@ DEFAULTS: dict[str, Any] = {
     "flash_attn": "auto",
     "prefix_cache": True,
     "kv_size": 8192,
+    "use_mmap": False,
 }
 #: Settings of the engine, not of ``Llama()``.
 ENGINE_SETTINGS = ("prefix_cache", "kv_size")
+#: Cells of the ``Llama`` object's own context: it only holds the weights and vocabulary, every
+#: decode runs in a runner's context, so its KV cache and compute buffers are kept minimal.
+HOLDER_CONTEXT = 64
 #: Largest context of the embedding context (its KV cache is counted in ``memory_bytes``).
 EMBED_CONTEXT = 2048
 
@@ -77,6 +82,7 @@ class LlamaCppModel(LoadedModel):
         self._embedder: Any = None
         self._grammar: Any = None
         self._runner: Any = None
+        self._solo: Any = None  # the one-sequence runner of ``generate``, made on first use
         #: Guards the scoring context (made on first use), apart from ``_lock``: scoring never waits on ``generate``.
         self._score_lock = threading.Lock()
         self._scorer: Any = None
@@ -139,60 +145,33 @@ class LlamaCppModel(LoadedModel):
         self._runner = LlamaBatchRunner(self, parallel, self._params)
         return self._runner
 
-    def _prompt_tokens(self, request: InferenceRequest) -> list[int]:
-        tokens = self.prompt_tokens(request)
-        n_ctx = self._llm.n_ctx()
-        if len(tokens) + request.max_tokens > n_ctx:
-            raise InvalidInput(
-                f"prompt ({len(tokens)} tokens) plus max_tokens ({request.max_tokens}) exceeds the context "
-                f"of {n_ctx} tokens",
-                details={"context_length": n_ctx, "prompt_tokens": len(tokens), "max_tokens": request.max_tokens},
-            )
-        return tokens
-
     # generation ---------------------------------------------------------------------------------
     def generate(self, request: InferenceRequest) -> Iterator[GeneratedToken]:
-        """Sample token by token; stop at end-of-generation, a stop string or ``max_tokens``."""
-        import llama_cpp
+        """Sample token by token; stop at end-of-generation, a stop string or ``max_tokens``.
 
-        tokens = self._prompt_tokens(request)
-        llm = self._llm
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        buffer = StopBuffer(request.stop)
+        Runs a one-sequence :class:`~.llamacpp_batch.LlamaBatchRunner` (made on first use, so a
+        model served by its engine never allocates its cache): the same sampling as the engine's.
+        """
+        from .llamacpp_batch import LlamaBatchRunner
+
+        seq = Sequence(request)
         with self._lock:
-            llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
-            # Start from an empty context: the library's prefix reuse leaves stale cells in
-            # sliding-window caches (Gemma 3), so the same seed gave different samples.
-            llm.reset()
-            finish, stopped = "length", False
-            sampled = llm.generate(
-                list(tokens),  # generate() reuses the list it is given as its own buffer
-                temp=request.temperature,
-                top_p=request.top_p,
-                top_k=request.top_k,
-                min_p=request.min_p,
-                repeat_penalty=request.repeat_penalty,
-                presence_penalty=request.presence_penalty,
-                frequency_penalty=request.frequency_penalty,
-                reset=True,
-                grammar=self._json_grammar() if request.response_format == "json_object" else None,
-            )
-            for produced, token in enumerate(sampled, start=1):
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                logprob, top = self._logprobs(token, request.logprobs) if request.logprobs is not None else (None, None)
-                text, stopped = buffer.push_bytes(bytes(llm.detokenize([token], prev_tokens=tokens)))
-                tokens.append(token)
-                if text or not stopped:
-                    yield GeneratedToken(text=text, token_id=token, logprob=logprob, top_logprobs=top)
-                if stopped:
-                    finish = "stop"
-                    break
-                if produced >= request.max_tokens:
-                    break
-            # text held back as a possible stop-sequence start is released unless a stop matched
-            yield GeneratedToken(text="" if stopped else buffer.flush(), finish_reason=finish)
+            if self._llm is None:
+                raise InvalidInput(f"model {self.spec.id!r} was unloaded", details={"model": self.spec.id})
+            if self._solo is None:
+                params = {**self._params, "kv_size": self._params["n_ctx"], "prefix_cache": False}
+                self._solo = LlamaBatchRunner(self, 1, params)
+            runner = self._solo
+            runner.prepare(seq)
+            runner.admit(seq)
+            try:
+                while True:
+                    for _, tokens in runner.step():
+                        yield from tokens
+                        if tokens and tokens[-1].finish_reason is not None:
+                            return
+            finally:
+                runner.drop(seq)  # freed at once when it did not finish (closed early, or an error)
 
     def _json_grammar(self) -> Any:
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -200,11 +179,6 @@ class LlamaCppModel(LoadedModel):
         if self._grammar is None:
             self._grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return self._grammar
-
-    def _logprobs(self, token: int, top_n: int) -> tuple[float, dict[str, float]]:
-        import llama_cpp
-
-        return self.logprobs_from(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), token, top_n)
 
     def logprobs_from(self, pointer: Any, token: int, top_n: int) -> tuple[float, dict[str, float]]:
         """The log-probability of ``token`` and the ``top_n`` best, from a row of logits."""
@@ -272,6 +246,7 @@ class LlamaCppModel(LoadedModel):
         runner = self._runner.kv_bytes if self._runner is not None else 0
         runner += self._scorer.kv_bytes if self._scorer is not None else 0
         runner += self._embedder.kv_bytes if self._embedder is not None else 0
+        runner += self._solo.kv_bytes if self._solo is not None else 0
         return (
             int(llama_cpp.llama_model_size(self._llm.model))
             + int(llama_cpp.llama_state_get_size(self._llm.ctx))
@@ -282,7 +257,7 @@ class LlamaCppModel(LoadedModel):
         """Device, context and threads in use."""
         return {
             "device": self.device,
-            "n_ctx": self._llm.n_ctx(),
+            "n_ctx": self._params["n_ctx"],
             "parallel": self._runner.max_sequences if self._runner is not None else 1,
             "n_threads": self._params["n_threads"],
             "n_gpu_layers": self._params["n_gpu_layers"],
@@ -301,6 +276,9 @@ class LlamaCppModel(LoadedModel):
         with self._lock:
             if self._embedder is not None:
                 self._embedder.close()
+            if self._solo is not None:
+                self._solo.close()
+                self._solo = None
             if self._llm is not None:
                 self._llm.close()
             self._llm = self._embedder = None
@@ -340,11 +318,17 @@ class LlamaCppBackend(Backend):
             raise ModelLoadFailed(f"model file of {spec.id!r} not found: {path}", details={"path": path})
         params = self._params(options)
         try:
-            kwargs = {k: v for k, v in params.items() if k not in ENGINE_SETTINGS}
-            # ``Llama()`` takes a bool: "auto" is on, which is what llama.cpp's auto picks on the CPU
-            # (and on CUDA for these models), so this context computes as the engine's does.
-            kwargs["flash_attn"] = params["flash_attn"] is not False
-            llm = Llama(path, verbose=False, **kwargs)
+            # The holder's context is never decoded in (see HOLDER_CONTEXT); the runners make their own.
+            llm = Llama(
+                path,
+                verbose=False,
+                n_ctx=HOLDER_CONTEXT,
+                n_batch=HOLDER_CONTEXT,
+                n_ubatch=HOLDER_CONTEXT,
+                n_threads=params["n_threads"],
+                n_gpu_layers=params["n_gpu_layers"],
+                use_mmap=params["use_mmap"],
+            )
         except Exception as exc:  # llama.cpp reports a bad file as ValueError; wrap anything
             raise ModelLoadFailed(
                 f"llama.cpp could not load {spec.id!r} ({Path(path).name}): {exc}. "
@@ -379,6 +363,7 @@ class LlamaCppBackend(Backend):
             "flash_attn": s["flash_attn"] if s["flash_attn"] == "auto" else bool(s["flash_attn"]),
             "prefix_cache": bool(s["prefix_cache"]),
             "kv_size": s["kv_size"],
+            "use_mmap": bool(s["use_mmap"]),
         }
 
 
@@ -409,9 +394,10 @@ class LlamaCppPlugin:
             "flash_attn": lambda v: isinstance(v, bool) or v == "auto",
             "prefix_cache": lambda v: isinstance(v, bool),
             "kv_size": lambda v: isinstance(v, int) and v >= 0,
+            "use_mmap": lambda v: isinstance(v, bool),
         }
         for key, value in settings.items():
-            boolean = key in ("flash_attn", "prefix_cache")
+            boolean = key in ("flash_attn", "prefix_cache", "use_mmap")
             if (isinstance(value, bool) != boolean and value != "auto") or not checks[key](value):
                 raise ValueError(f"invalid {key}: {value!r}")
         self.settings.update(settings)
