@@ -4,7 +4,7 @@ The peer the engine benchmark compares against: the same llama.cpp sources that 
 ``llama_cpp`` binding is built from (the ``vendor/llama.cpp`` tree inside the
 llama-cpp-python sdist), CPU only, built with cmake + ninja. The sdist comes from the
 package registry through pip (nothing else is downloaded); the build is cached under
-``<cache>/llamacpp-<version>/`` so a second run reuses the binaries.
+``<cache>/llamacpp-<version>-portable/`` so a second run reuses the binaries.
 
 Usage: ``python benchmarks/llamacpp_build.py [--cache DIR]``; prints the ``bin`` folder.
 """
@@ -40,7 +40,7 @@ def tool(name: str) -> str:
 
 def build(cache: Path | None = None, version: str = VERSION) -> Path:
     """The folder holding the built binaries; builds them once (several minutes on 2 cores)."""
-    root = (cache or default_cache()) / f"llamacpp-{version}"
+    root = (cache or default_cache()) / f"llamacpp-{version}-portable"
     bin_dir = root / "build" / "bin"
     if all((bin_dir / t).exists() for t in TARGETS):
         return bin_dir
@@ -62,7 +62,9 @@ def build(cache: Path | None = None, version: str = VERSION) -> Path:
             shutil.copytree(vendored, source)
     build_dir = root / "build"
     configure = [tool("cmake"), "-S", str(source), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release"]
-    configure += ["-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+    # the same instruction set as the binding (the Makefile's LLAMA_CMAKE_ARGS): a fair comparison, and no AMX,
+    # which a CPU may advertise while its hypervisor faults on it (a native build crashed here on its first decode)
+    configure += ["-DLLAMA_CURL=OFF", "-DGGML_NATIVE=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DBUILD_SHARED_LIBS=OFF"]
     configure += [f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}"]
     subprocess.run(configure, check=True)
     jobs = str(max(1, (os.cpu_count() or 2)))
