@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_expected_failure():
 
 @pytest.fixture
 def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest(ROOT_CONFTEST.read_text().replace('pytest_plugins = ["pytester"]', ""))
+    pytester.makeconftest(re.sub(r"(?m)^pytest_plugins = .*$", "", ROOT_CONFTEST.read_text()))
     pytester.makeini("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
     pytester.makepyfile(test_inner=INNER_TESTS)
     return pytester
