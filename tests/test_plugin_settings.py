@@ -98,3 +98,30 @@ def test_the_cli_shows_the_effective_settings(tmp_path: Path, monkeypatch: pytes
     assert table.exit_code == 0 and "LLAMA_GPU_MONITORING_INTERVAL or LLAMA_GPU_METRICS_INTERVAL" in table.output
     missing = CliRunner().invoke(main, ["plugins", "config", "nope"])
     assert missing.exit_code != 0 and "nope" in missing.output
+
+
+def test_the_llamacpp_settings_are_a_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: FlaskClient, kernel: Kernel
+) -> None:
+    monkeypatch.setenv("LLAMA_GPU_LLAMACPP_N_BATCH", "256")
+    monkeypatch.setenv("LLAMA_GPU_LLAMACPP_FLASH_ATTN", "false")
+    own = Kernel(make_settings(tmp_path)).start()
+    try:
+        assert own.plugins.get("llamacpp").obj.settings["n_batch"] == 256
+        assert own.plugins.get("llamacpp").obj.settings["flash_attn"] is False
+        assert own.plugin_settings("llamacpp")["n_batch"]["source"] == "LLAMA_GPU_LLAMACPP_N_BATCH"
+    finally:
+        own.stop(timeout=5)
+    monkeypatch.delenv("LLAMA_GPU_LLAMACPP_N_BATCH")
+    monkeypatch.delenv("LLAMA_GPU_LLAMACPP_FLASH_ATTN")
+    plugin = kernel.plugins.get("llamacpp")
+    before, applied = plugin.config_dict(), dict(plugin.obj.settings)
+    for bad in ({"flash_attn": "on"}, {"n_ctx": 8}, {"n_batch": True}, {"bogus": 1}):
+        response = client.put("/api/v1/plugins/llamacpp/config", json={"config": {"settings": bad}})
+        assert response.status_code == 400, response.json
+        error = response.json["error"]
+        assert error["code"] == "INVALID_INPUT" and set(error["details"]["fields"]) == set(bad)
+        assert plugin.config_dict() == before and plugin.obj.settings == applied
+    response = client.put("/api/v1/plugins/llamacpp/config", json={"config": {"settings": {"n_batch": 128}}})
+    assert response.status_code == 200, response.json
+    assert plugin.obj.settings["n_batch"] == 128

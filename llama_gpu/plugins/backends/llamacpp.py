@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from marshmallow import Schema, fields, validate
+
 from ...kernel.backend import Backend, BatchRunner, GeneratedToken, LoadedModel, LoadOptions, ModelSpec, Sequence
 from ...kernel.errors import BackendUnavailable, InvalidInput, ModelLoadFailed
 from ...kernel.hookspecs import hookimpl
@@ -367,6 +369,48 @@ class LlamaCppBackend(Backend):
         }
 
 
+class _Int(fields.Integer):
+    """An integer; not a bool or a float (an environment variable's digits give one)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if isinstance(value, bool | float):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _Bool(fields.Boolean):
+    """A bool; of strings only ``true``/``false`` (any case), as an environment variable gives it (not 1, "on")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise self.make_error("invalid", input=value)
+
+
+class _FlashAttn(_Bool):
+    """``"auto"`` or a bool."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if isinstance(value, str) and value.lower() == "auto":
+            return "auto"
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class LlamaCppSettings(Schema):
+    """The ``llamacpp`` plugin's settings (``LLAMA_GPU_LLAMACPP_<KEY>``, see the module docstring); unknown: refused."""
+
+    n_ctx = _Int(load_default=DEFAULTS["n_ctx"], validate=validate.Range(min=16))
+    n_threads = _Int(load_default=DEFAULTS["n_threads"], validate=validate.Range(min=0))
+    n_batch = _Int(load_default=DEFAULTS["n_batch"], validate=validate.Range(min=1))
+    n_gpu_layers = _Int(load_default=DEFAULTS["n_gpu_layers"], validate=validate.Range(min=-1))
+    flash_attn = _FlashAttn(load_default=DEFAULTS["flash_attn"])
+    prefix_cache = _Bool(load_default=DEFAULTS["prefix_cache"])
+    kv_size = _Int(load_default=DEFAULTS["kv_size"], validate=validate.Range(min=0))
+    use_mmap = _Bool(load_default=DEFAULTS["use_mmap"])
+
+
 class LlamaCppPlugin:
     """Registers the llama.cpp backend."""
 
@@ -375,6 +419,7 @@ class LlamaCppPlugin:
         category="backend",
         description="GGUF models through llama-cpp-python (CPU, or CUDA when the build supports it).",
         default_settings=dict(DEFAULTS),
+        settings_schema=LlamaCppSettings,
     )
 
     def __init__(self) -> None:
@@ -382,24 +427,7 @@ class LlamaCppPlugin:
 
     @hookimpl
     def configure(self, settings: Mapping[str, Any]) -> None:
-        """Check and apply the settings (applied to models loaded from now on)."""
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        checks: dict[str, Callable[[Any], bool]] = {
-            "n_ctx": lambda v: isinstance(v, int) and v >= 16,
-            "n_threads": lambda v: isinstance(v, int) and v >= 0,
-            "n_batch": lambda v: isinstance(v, int) and v >= 1,
-            "n_gpu_layers": lambda v: isinstance(v, int) and v >= -1,
-            "flash_attn": lambda v: isinstance(v, bool) or v == "auto",
-            "prefix_cache": lambda v: isinstance(v, bool),
-            "kv_size": lambda v: isinstance(v, int) and v >= 0,
-            "use_mmap": lambda v: isinstance(v, bool),
-        }
-        for key, value in settings.items():
-            boolean = key in ("flash_attn", "prefix_cache", "use_mmap")
-            if (isinstance(value, bool) != boolean and value != "auto") or not checks[key](value):
-                raise ValueError(f"invalid {key}: {value!r}")
+        """Apply the settings, validated by :class:`LlamaCppSettings` (to models loaded from now on)."""
         self.settings.update(settings)
 
     @hookimpl
