@@ -125,3 +125,34 @@ def test_the_llamacpp_settings_are_a_schema(
     response = client.put("/api/v1/plugins/llamacpp/config", json={"config": {"settings": {"n_batch": 128}}})
     assert response.status_code == 200, response.json
     assert plugin.obj.settings["n_batch"] == 128
+
+
+def test_the_request_log_retention_is_a_persistence_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: FlaskClient, kernel: Kernel
+) -> None:
+    def retention(k: Kernel) -> float:
+        return k.plugins.get("persistence").obj.request_log_retention_days
+
+    own = Kernel(make_settings(tmp_path / "old", request_log_retention_days=7.0)).start()  # today's name: an alias
+    try:
+        assert retention(own) == 7.0
+        assert own.plugin_settings("persistence")["request_log_retention_days"]["alias"] == (
+            "LLAMA_GPU_REQUEST_LOG_RETENTION_DAYS"
+        )
+    finally:
+        own.stop(timeout=5)
+    monkeypatch.setenv("LLAMA_GPU_PERSISTENCE_REQUEST_LOG_RETENTION_DAYS", "3")  # the plugin's own name wins
+    own = Kernel(make_settings(tmp_path / "new", request_log_retention_days=7.0)).start()
+    try:
+        assert retention(own) == 3.0
+        assert own.services["monitoring"]._request_log_retention_days() == 3.0
+    finally:
+        own.stop(timeout=5)
+    monkeypatch.delenv("LLAMA_GPU_PERSISTENCE_REQUEST_LOG_RETENTION_DAYS")
+    before, kept = kernel.plugins.get("persistence").config_dict(), retention(kernel)
+    for bad in ({"request_log_retention_days": -1}, {"request_log_retention_days": "long"}):
+        response = client.put("/api/v1/plugins/persistence/config", json={"config": {"settings": bad}})
+        assert response.status_code == 400, response.json
+        error = response.json["error"]
+        assert error["code"] == "INVALID_INPUT" and set(error["details"]["fields"]) == set(bad)
+        assert kernel.plugins.get("persistence").config_dict() == before and retention(kernel) == kept

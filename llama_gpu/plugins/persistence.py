@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
+from marshmallow import Schema, fields, validate
 
 from ..db import DATABASE
 from ..kernel.errors import RequestCancelled
@@ -198,6 +199,16 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+class PersistenceSettings(Schema):
+    """The ``persistence`` plugin's settings (``LLAMA_GPU_PERSISTENCE_<KEY>``)."""
+
+    request_log_retention_days = fields.Float(
+        load_default=30.0,
+        validate=validate.Range(min=0),
+        metadata={"alias": "request_log_retention_days", "description": "Days request-log rows are kept (0: always)"},
+    )
+
+
 class Persistence:
     """Shares the database, writes the request log, adds ``llama-gpu db``."""
 
@@ -206,11 +217,19 @@ class Persistence:
         category="core",
         description="The shared database (SQLite or PostgreSQL, migrated by Alembic), the request log, `llama-gpu db`.",
         essential=True,
+        settings_schema=PersistenceSettings,
     )
 
     def __init__(self) -> None:
         self.db: Any = None
         self.writer = RequestLogWriter(lambda: self.db)
+        #: Days request-log rows are kept (0: always); the monitoring plugin prunes with it.
+        self.request_log_retention_days = 30.0
+
+    @hookimpl
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Apply ``request_log_retention_days`` (validated by :class:`PersistenceSettings`)."""
+        self.request_log_retention_days = float(settings.get("request_log_retention_days", 30.0))
 
     @hookimpl(tryfirst=True)
     def startup(self, kernel: Kernel) -> None:

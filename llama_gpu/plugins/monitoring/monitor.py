@@ -28,7 +28,7 @@ from marshmallow import Schema, fields, validate
 
 from ... import __version__
 from ...db import DATABASE
-from ...kernel.errors import LlamaGPUError
+from ...kernel.errors import LlamaGPUError, PluginNotFound
 from ...kernel.hookspecs import hookimpl
 from ...kernel.kernel import Kernel, KernelState
 from ...kernel.types import Event, PluginInfo, utc_iso
@@ -317,7 +317,6 @@ class Monitoring:
     def store(self, sample: dict[str, Any]) -> None:
         """Write the figures of the interval since the last store (failures are counted and logged)."""
         assert self.kernel is not None
-        settings = self.kernel.settings
         seconds = max(time.monotonic() - self._last_store, 1e-3)
         self._last_store = time.monotonic()
         window = self.window.summary(seconds)
@@ -340,11 +339,21 @@ class Monitoring:
             if time.monotonic() - self._last_prune > 3600:
                 self._last_prune = time.monotonic()
                 store.prune(now - dt.timedelta(days=self.retention_days))
-                if settings.request_log_retention_days > 0:
-                    store.prune_requests(now - dt.timedelta(days=settings.request_log_retention_days))
+                keep = self._request_log_retention_days()
+                if keep > 0:
+                    store.prune_requests(now - dt.timedelta(days=keep))
         except Exception as exc:  # noqa: BLE001 - the database may be away for a while
             self.store_errors += 1
             log.warning("storing metric samples failed: %s: %s", type(exc).__name__, exc)
+
+    def _request_log_retention_days(self) -> float:
+        """The persistence plugin's ``request_log_retention_days`` (the kernel setting without it)."""
+        assert self.kernel is not None
+        try:
+            owner = self.kernel.plugins.get("persistence").obj
+        except PluginNotFound:
+            owner = None
+        return float(getattr(owner, "request_log_retention_days", self.kernel.settings.request_log_retention_days))
 
     def sample_store(self) -> Any:
         """The :class:`~.samples.SampleStore` on the shared database (``None`` without one)."""
