@@ -264,3 +264,22 @@ def test_an_engine_that_breaks_fails_its_requests_instead_of_hanging(make_kernel
     kernel.unload_model("echo")
     kernel.load_model("echo")
     assert kernel.complete(InferenceRequest(prompt="a b", max_tokens=2)).text == "a b"
+
+
+def test_a_group_starts_together_at_one_step(make_kernel: Callable[..., Kernel]) -> None:
+    """The choices of one request join the engine at the same step: none starts while another is still to come."""
+    kernel = make_kernel(parallel=4, token_delay=0.0)
+    first = kernel.generate(InferenceRequest(prompt="a b", max_tokens=2, group="g1", group_size=2))
+    try:
+        # a request of its own runs to the end: the engine had steps in which it could have started the first
+        assert kernel.complete(InferenceRequest(prompt="other", max_tokens=1)).text == "other"
+        assert engine_stats(kernel)["waiting"] == 1 and engine_stats(kernel)["running"] == 0
+        second = kernel.generate(InferenceRequest(prompt="c d", max_tokens=2, group="g1", group_size=2))
+        assert "".join(c.text for c in first) == "a b" and "".join(c.text for c in second) == "c d"
+    finally:
+        first.close()
+    # a group larger than the engine can run at once is not held back: it runs member by member
+    small = make_kernel(parallel=1, token_delay=0.0)
+    big = [InferenceRequest(prompt=f"w{n}", max_tokens=1, group="g2", group_size=3) for n in range(3)]
+    streams = [small.generate(r) for r in big[:1]]
+    assert "".join(c.text for c in streams[0]) == "w0"

@@ -21,7 +21,7 @@ from flask import Response, g, stream_with_context
 from ..kernel.inference import InferenceStream
 from ..kernel.kernel import Kernel
 from ..kernel.streams import StreamLease
-from ..kernel.types import Chunk, InferenceRequest, InferenceResponse
+from ..kernel.types import Chunk, InferenceRequest, InferenceResponse, new_id
 
 #: Most requests of one fan-out served at the same time (the rest wait for a free worker).
 MAX_WORKERS = 16
@@ -105,6 +105,10 @@ def complete_many(kernel: Kernel, requests: Sequence[InferenceRequest], *, toget
         return []
     admitted: list[InferenceStream | None] = [None] * len(requests)
     if together or len(requests) == 1:
+        if together and len(requests) > 1 and len({r.model for r in requests}) == 1:  # one engine, one step
+            group = new_id("group")
+            for request in requests:
+                request.group, request.group_size = group, len(requests)
         try:
             for n, request in enumerate(requests):
                 admitted[n] = kernel.generate(request)

@@ -207,15 +207,33 @@ class Engine:
                     return None
                 self._expire()
                 admitted: list[Job] = []
-                while self._waiting and self.runner.can_admit(len(self._active) + len(admitted)):
-                    job = min(self._waiting, key=_rank)  # the queue stays in submission order for _expire
-                    self._waiting.remove(job)
-                    admitted.append(job)
+                for job in sorted(self._waiting, key=_rank):  # the queue stays in submission order for _expire
+                    if job not in self._waiting:  # taken with its group
+                        continue
+                    members = self._group_of(job)
+                    if not members:
+                        continue  # its group is not all queued yet: none of it starts before the rest
+                    if not self.runner.can_admit(len(self._active) + len(admitted) + len(members) - 1):
+                        break
+                    for member in members:
+                        self._waiting.remove(member)
+                        admitted.append(member)
                 if admitted or self._active:
                     return admitted
                 self._cond.notify_all()  # a stop() waiting for the engine to be idle
                 timeout = self.queue_timeout if self._waiting else None
                 self._cond.wait(timeout)
+
+    def _group_of(self, job: Job) -> list[Job]:
+        """``job`` with the members of its group, all waiting; empty while some are still to come.
+
+        A group larger than the engine can ever run at once is admitted member by member.
+        """
+        request = job.request
+        if request.group is None or request.group_size <= 1 or request.group_size > self.runner.max_sequences:
+            return [job]
+        members = [j for j in self._waiting if j.request.group == request.group]
+        return members if len(members) >= request.group_size else []
 
     def _expire(self) -> None:
         if not self._waiting or self.queue_timeout <= 0:

@@ -66,6 +66,10 @@ class InferenceRequest:
     #: Free room for plugins to pass information down the pipeline.
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: float = dataclasses.field(default_factory=time.time)
+    #: Requests that join the engine at the same step (the choices of one OpenAI request, so that a seed
+    #: repeats: a batch of another size computes slightly other logits) share a ``group`` and know its size.
+    group: str | None = None
+    group_size: int = 1
 
 
 @dataclasses.dataclass
