@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from .servers import free_port, wait_until_answers
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'llama-gpu[gguf]')")
 pytestmark = pytest.mark.timeout(900)
@@ -27,12 +27,6 @@ CLI = str(Path(sys.executable).parent / "llama-gpu")
 QWEN = "qwen2.5-coder-0.5b-instruct"
 #: Top-level modules that no part of serving a GGUF model needs.
 HEAVY = ("torch", "transformers", "sentence_transformers", "matplotlib", "openpyxl", "pandas", "sklearn", "scipy")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def imported_modules(importtime_log: str) -> set[str]:
@@ -58,7 +52,7 @@ def test_importtime_parser_sees_a_heavy_import() -> None:
 def test_serving_the_gguf_default_model_imports_no_heavy_library(tmp_path: Path) -> None:
     if not Path(CLI).exists():
         pytest.skip("the llama-gpu command is not installed (pip install -e .)")
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_GPU_")},
         "HF_HUB_OFFLINE": "1",
@@ -78,16 +72,7 @@ def test_serving_the_gguf_default_model_imports_no_heavy_library(tmp_path: Path)
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 600
-        while True:  # /ready answers 200 once the default model is loaded
-            assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
-            try:
-                if requests.get(url + "/ready", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
-            time.sleep(0.5)
+        wait_until_answers(proc, url + "/ready", log, timeout=600, every=0.5)  # 200 once the model is loaded
         model = requests.get(f"{url}/api/v1/models/{QWEN}", timeout=30).json()["model"]
         assert model["loaded"] and model["backend"] == "llamacpp"
         answer = requests.post(

@@ -27,17 +27,13 @@ import requests
 import socketio
 import websocket
 
+from .servers import free_port, wait_until_answers
+
 pytestmark = pytest.mark.timeout(600)
 
 CLI = str(Path(sys.executable).with_name("llama-gpu"))
 PER_IDENTITY, PER_ADDRESS, TOTAL = 8, 20, 30
 ATTACKERS = 100
-
-
-def _free_port() -> int:
-    with pysocket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass
@@ -64,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip("the llama-gpu command is not installed (pip install -e .)")
     pytest.importorskip("gunicorn")
     tmp = tmp_path_factory.mktemp("stream-caps")
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LLAMA_GPU_")},
         "HF_HUB_OFFLINE": "1",
@@ -100,16 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
-            time.sleep(0.3)
+        wait_until_answers(proc, url + "/health", log, timeout=240, every=0.3)
         yield Server(url, keys, proc, log)
     finally:
         proc.send_signal(signal.SIGTERM)
